@@ -1,0 +1,8 @@
+"""The TuneJury reward: head, encoders, differentiable wrapper."""
+
+from .audio import AudioError
+from .head import CheckpointError, HeadSpec, TuneJuryHead, load_head
+from .model import PROTOCOLS, RewardInfo, TuneJuryReward
+
+__all__ = ["AudioError", "CheckpointError", "HeadSpec", "PROTOCOLS", "RewardInfo", "TuneJuryHead",
+           "TuneJuryReward", "load_head"]

@@ -1,0 +1,98 @@
+"""Audio checks and the differentiable preprocessing shared by the reward's encoders.
+
+All functions take and return torch tensors and keep gradients, so that the reward is
+differentiable with respect to the waveform.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import julius
+import numpy as np
+import torch
+
+
+class AudioError(ValueError):
+    """Audio that cannot be scored; the message names the problem and the fix."""
+
+
+def check_audio(audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Validate a ``(B, C, T)`` float waveform batch and return it.
+
+    Raises :class:`AudioError` for a wrong rank, an empty signal, a non-float dtype,
+    a non-positive sample rate, or NaN/Inf samples (naming the batch items).
+    """
+    if not isinstance(audio, torch.Tensor):
+        raise AudioError(f"audio must be a torch.Tensor of shape (B, C, T), got {type(audio).__name__}")
+    if audio.ndim != 3:
+        hint = " (add a channel dim: audio.unsqueeze(1))" if audio.ndim == 2 else ""
+        raise AudioError(f"audio must have shape (B, C, T), got {tuple(audio.shape)}{hint}")
+    if not audio.is_floating_point():
+        raise AudioError(f"audio must be floating point in [-1, 1], got dtype {audio.dtype}")
+    batch, channels, length = audio.shape
+    if batch == 0 or channels == 0 or length == 0:
+        raise AudioError(f"audio is empty: shape {tuple(audio.shape)}")
+    if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise AudioError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
+    finite = torch.isfinite(audio.detach()).flatten(1).all(dim=1)
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite).flatten().tolist()
+        raise AudioError(f"audio holds NaN or Inf samples in batch item(s) {bad}; clean or drop them")
+    return audio
+
+
+def to_mono(audio: torch.Tensor) -> torch.Tensor:
+    """``(B, C, T)`` -> ``(B, T)`` by averaging channels."""
+    return audio.mean(dim=1)
+
+
+def resample(wave: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
+    """Differentiable band-limited resampling along the last axis (julius, sinc interpolation)."""
+    if orig_sr == new_sr:
+        return wave
+    return julius.resample_frac(wave, int(orig_sr), int(new_sr))
+
+
+def quantize_int16(wave: torch.Tensor) -> torch.Tensor:
+    """Round-trip through int16 as LAION-CLAP's file path does (clip to [-1, 1], truncate).
+
+    The forward value equals ``int16_to_float32(float32_to_int16(x))``; the gradient passes
+    straight through (identity), so the release protocol stays differentiable.
+    """
+    quantized = torch.trunc(wave.clamp(-1.0, 1.0) * 32767.0) / 32767.0
+    return wave + (quantized - wave).detach()
+
+
+def centre_window(wave: torch.Tensor, length: int) -> torch.Tensor:
+    """``(B, T)`` -> ``(B, length)``: the centre window if longer, LAION-CLAP's repeat-pad if shorter.
+
+    Repeat-pad: tile the clip ``int(length / T)`` times, then zero-pad to ``length``.
+    """
+    total = wave.shape[-1]
+    if total > length:
+        start = (total - length) // 2
+        return wave[..., start:start + length]
+    if total < length:
+        repeats = length // total
+        wave = wave.repeat(1, repeats)
+        return torch.nn.functional.pad(wave, (0, length - wave.shape[-1]))
+    return wave
+
+
+def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
+    """Read an audio file into ``(C, T)`` float32 and its sample rate, with clear errors."""
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
+    try:
+        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:  # soundfile raises LibsndfileError / RuntimeError / TypeError
+        raise AudioError(f"{path}: cannot read audio ({err}); supported formats: {sorted(sf.available_formats())[:12]}...") from err
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: the file holds no samples")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{path}: the file holds NaN or Inf samples")
+    return torch.from_numpy(np.ascontiguousarray(data.T)), int(sample_rate)

@@ -1,0 +1,43 @@
+"""The ``debug`` reward: tiny seeded random models of the real architectures, built in-process.
+
+Like audiocraft's ``get_pretrained('debug')``: every command runs offline on a fresh install, in
+seconds. Its scores mean nothing and are labelled ``debug`` wherever they are printed or saved.
+It never touches the network or the Hugging Face cache.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .clap import ClapEncoder
+from .head import HeadSpec, TuneJuryHead
+from .mert import MertEncoder
+from .model import RewardInfo, TuneJuryReward
+from .tiny import TINY_HTSAT, seeded, tiny_mert_config, tiny_roberta_config, tiny_roberta_tokenizer
+
+DEBUG_SEED = 1234
+
+
+def build_debug_components(seed: int = DEBUG_SEED):
+    """(head, clap, mert) tiny random models; the same ``seed`` gives the same weights."""
+    from transformers import HubertModel
+
+    tokenizer = tiny_roberta_tokenizer()
+    with seeded(seed), torch.no_grad():
+        head = TuneJuryHead(2048)
+        for module in head.net:
+            if isinstance(module, torch.nn.BatchNorm1d):  # plausible running statistics
+                module.running_mean.normal_(0.0, 0.02)
+                module.running_var.uniform_(0.5, 2.0)
+        head.net[-1].weight.mul_(40.0)  # spread the random scores over a visible range (~±1)
+        clap = ClapEncoder(TINY_HTSAT, tiny_roberta_config(len(tokenizer)), tokenizer)
+        mert = HubertModel(tiny_mert_config())
+    return head.eval(), clap.eval(), MertEncoder.from_model(mert, do_normalize=True)
+
+
+def debug_reward(protocol: str = "release", device=None, dtype=None, seed: int = DEBUG_SEED) -> TuneJuryReward:
+    head, clap, mert = build_debug_components(seed)
+    info = RewardInfo(reward="debug", checkpoint_sha256=None, clap="debug", mert="debug", protocol=protocol,
+                      debug=True)
+    reward = TuneJuryReward(head, HeadSpec(()), clap, mert, info=info, protocol=protocol)
+    return reward.to(device=device, dtype=dtype) if (device or dtype) else reward
