@@ -253,3 +253,11 @@ def test_bfloat16_scores_track_float32(hub_cache, reward):
     clips = torch.stack([make_clip(2.0, 48_000, k, seed=i) for i, k in enumerate(["tone", "chord", "noise"])])
     with torch.no_grad():
         torch.testing.assert_close(bf16(clips, 48_000, "x"), reward(clips, 48_000, "x"), atol=0.15, rtol=0.1)
+
+
+@pytest.mark.parametrize("seconds", [0.0167, 0.7, 2.31])
+def test_chunked_mert_equals_the_plain_hubert_forward(reward, seconds):
+    wave = make_clip(seconds, 24_000, "noise", channels=2)
+    with torch.no_grad():
+        expected = reward.mert.model(wave).last_hidden_state
+        torch.testing.assert_close(reward.mert.hidden_states(wave), expected, atol=1e-5, rtol=1e-5)
