@@ -34,7 +34,8 @@ def add_reward_options(parser: argparse.ArgumentParser) -> None:
                        help="RoBERTa config + tokenizer for CLAP's text tower (default: %(default)s)")
     group.add_argument("--protocol", choices=("release", "train"), default="release",
                        help="'release': as the published scores (default); 'train': as the training features")
-    group.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: %(default)s)")
+    group.add_argument("--device", default="auto",
+                       help="torch device: cpu, cuda, cuda:1, or auto (CUDA when available; default: %(default)s)")
     group.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                        help="encoder compute dtype (the head stays float32; default: %(default)s)")
 
@@ -45,8 +46,9 @@ def load_reward(args):
     from .reward import TuneJuryReward
 
     dtype = getattr(torch, args.dtype)
+    device = resolve_device(args.device, None)
     return TuneJuryReward.from_pretrained(args.reward, clap=args.clap, mert=args.mert, text_model=args.text_model,
-                                          protocol=args.protocol, device=args.device,
+                                          protocol=args.protocol, device=device,
                                           dtype=None if dtype == torch.float32 else dtype)
 
 
@@ -179,6 +181,137 @@ def print_score_table(results: list[dict], names: dict[str, str], debug: bool) -
               "(empty prompt, release protocol)")
 
 
+# -- align best-of-n ----------------------------------------------------------------------------
+def read_prompts(args) -> list[str]:
+    """Prompts from --prompt (repeatable) or --prompts FILE (one per line, or JSONL with "prompt")."""
+    if args.prompt:
+        prompts = list(args.prompt)
+    elif args.prompts:
+        path = Path(args.prompts)
+        if not path.is_file():
+            raise UsageError(f"prompts file {path} not found")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as err:
+            raise UsageError(f"prompts file {path} is not UTF-8 text ({err})") from err
+        prompts = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            if path.suffix.lower() == ".jsonl":
+                try:
+                    record = json.loads(line)
+                    prompts.append(str(record["prompt"]))
+                except (json.JSONDecodeError, KeyError, TypeError) as err:
+                    raise UsageError(f"{path}:{number}: expected a JSON object with a 'prompt' ({err})") from err
+            else:
+                prompts.append(line.strip())
+        if not prompts:
+            raise UsageError(f"prompts file {path} holds no prompts (one per line; '#' starts a comment)")
+    else:
+        raise UsageError("give prompts with --prompts FILE or --prompt TEXT")
+    return prompts
+
+
+OVERRIDE_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*=\S*"
+
+
+def split_overrides_from_prompts(args) -> None:
+    """``--prompt a b n=8`` : argparse gives ``n=8`` to --prompt; a token shaped ``key=value`` with no
+    spaces is a config override, not a prompt."""
+    import re
+
+    if not args.prompt:
+        return
+    prompts = [p for p in args.prompt if not re.fullmatch(OVERRIDE_PATTERN, p)]
+    args.overrides = list(args.overrides) + [p for p in args.prompt if re.fullmatch(OVERRIDE_PATTERN, p)]
+    args.prompt = prompts
+    if not prompts:
+        raise UsageError("--prompt got only key=value overrides; give at least one prompt")
+
+
+def distributed_state():
+    """(rank, world_size, barrier, device) under `accelerate launch` / torchrun; (0, 1, no-op, None) else."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, (lambda: None), None
+    import torch
+    from accelerate import PartialState
+
+    on_cpu = not torch.cuda.is_available()
+    state = PartialState(cpu=on_cpu)  # without cpu=True, CPU-only processes do not join the gloo group
+    return state.process_index, state.num_processes, state.wait_for_everyone, "cpu" if on_cpu else state.device
+
+
+def resolve_device(requested: str, distributed_device) -> str:
+    import torch
+
+    if requested != "auto":
+        return requested
+    if distributed_device is not None:
+        return str(distributed_device)
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_generation_options(generator, options: dict) -> None:
+    """Build the generator's options object now, so a bad key fails before any generation."""
+    build = getattr(generator, "options", None)
+    if build is None:
+        return
+    try:
+        build(**options)
+    except TypeError as err:
+        import dataclasses
+
+        valid = sorted(f.name for f in dataclasses.fields(generator.options_class))
+        raise UsageError(f"bad generation option for {generator.name}: {err}; valid: {valid}") from err
+    except ValueError as err:
+        raise UsageError(f"bad generation option for {generator.name}: {err}") from err
+
+
+def cmd_best_of_n(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .config import load_config
+    from .generators import load_generator
+    from .recipes.best_of_n import BestOfNConfig
+    from .recipes.best_of_n_run import run_best_of_n, run_meta
+
+    # 1. Everything that can be wrong is checked before any generation starts.
+    split_overrides_from_prompts(args)
+    prompts = read_prompts(args)
+    config = load_config(BestOfNConfig, args.config, args.overrides, n=args.n,
+                         save_all=True if args.save_all else None)
+    rank, world_size, barrier, dist_device = distributed_state()
+    device = resolve_device(args.device, dist_device)
+    args.device = device
+    generator = load_generator(args.generator, debug_default="debug-musicgen", device=device)
+    check_generation_options(generator, config.generation)
+    reward = load_reward(args)
+    # 2. Run (resuming whatever the folder already holds).
+    meta = run_meta("best-of-n", config, prompts, generator, reward_info(reward))
+    shard = len(range(rank, len(prompts), world_size)) * config.n
+    with tqdm(total=shard, desc="best-of-n", unit="cand", disable=None if rank == 0 else True,
+              file=sys.stderr) as bar:
+        summary = run_best_of_n(generator, reward, prompts, config, Path(args.out), meta, rank=rank,
+                                world_size=world_size, barrier=barrier, progress=bar.update)
+    if summary is not None:
+        label = " (debug models: the scores mean nothing)" if summary["debug"] else ""
+        print(f"best-of-{config.n} over {len(prompts)} prompt(s){label} -> {args.out}")
+        for point in summary["curve"]:
+            interval = f"  [{point['low']:.3f}, {point['high']:.3f}]" if "low" in point else ""
+            print(f"  N={point['n']:<3d} mean best reward {point['mean']:.4f}{interval}")
+    return EXIT_OK
+
+
+def reward_info(reward) -> dict:
+    info = getattr(reward, "info", None)
+    if info is not None and hasattr(info, "as_dict"):
+        return info.as_dict()
+    return {"reward": getattr(reward, "__name__", type(reward).__name__), "debug": False}
+
+
 # -- parser --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="align", description="Align text-to-music generators with the "
@@ -199,6 +332,29 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--system", help="the generator system whose calibration bias to subtract")
     add_reward_options(score)
     score.set_defaults(handler=cmd_score)
+
+    from .config import describe
+    from .recipes.best_of_n import BestOfNConfig
+
+    bon = commands.add_parser(
+        "best-of-n", help="generate N candidates per prompt, keep the best by reward",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Best-of-N reranking. Resumable: rerun the same command to continue an interrupted run. "
+                    "Under `accelerate launch` the prompts are sharded across processes.",
+        epilog="config keys (set in --config YAML or as key=value overrides):\n" + describe(BestOfNConfig))
+    bon.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. generation.duration=5")
+    bon.add_argument("--n", type=int, help="candidates per prompt (default 32)")
+    bon.add_argument("--generator", required=True,
+                     help="hub id or local folder (MusicGen, Stable Audio Open, AudioLDM2), 'debug' (= debug-musicgen), "
+                          "debug-musicgen, debug-stable-audio or debug-audioldm2")
+    prompt_source = bon.add_mutually_exclusive_group(required=True)
+    prompt_source.add_argument("--prompts", help="text file, one prompt per line (or JSONL with 'prompt')")
+    prompt_source.add_argument("--prompt", nargs="+", help="prompt(s) given inline")
+    bon.add_argument("--out", required=True, help="output folder (created; an existing run there is resumed)")
+    bon.add_argument("--config", help="YAML config, e.g. recipes/musicgen/best_of_n.yaml")
+    bon.add_argument("--save-all", action="store_true", help="write every candidate's audio, not only winners")
+    add_reward_options(bon)
+    bon.set_defaults(handler=cmd_best_of_n)
     return parser
 
 
@@ -209,12 +365,14 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=r"torch\.meshgrid", category=UserWarning)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    from .config import ConfigError
     from .hub import ModelNotFoundError
+    from .recipes.best_of_n_run import RunMismatchError
     from .reward.head import CheckpointError
 
     try:
         return args.handler(args)
-    except (UsageError, ModelNotFoundError, CheckpointError) as err:
+    except (UsageError, ModelNotFoundError, CheckpointError, ConfigError, RunMismatchError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

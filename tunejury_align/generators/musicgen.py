@@ -1,0 +1,227 @@
+"""MusicGen (Copet et al., 2023, arXiv 2306.05284) through transformers' own classes.
+
+``facebook/musicgen-small|medium|large`` (``MusicgenForConditionalGeneration``) and
+``facebook/musicgen-melody`` (``MusicgenMelodyForConditionalGeneration``, text-only conditioning
+here), by hub id or local folder.
+
+Per-candidate seeding: transformers samples with the global RNG, so a candidate would depend on
+the rest of the batch. We run ``generate`` greedily over logits that :class:`SeededSampler` has
+already turned into one chosen token per row: it applies classifier-free guidance's output,
+temperature, top-k and top-p itself and draws each batch item's tokens from that item's own
+``torch.Generator``. Candidate i is then a function of (prompt i, seed i) only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..hub import ModelNotFoundError
+from .base import check_generated, check_request, item_generators, library_versions
+
+
+@dataclass
+class MusicGenOptions:
+    """Sampling options (defaults: the published best-of-N settings)."""
+
+    duration: float = 10.0  # seconds
+    top_k: int = 250
+    top_p: float = 0.0  # 0 disables nucleus sampling
+    temperature: float = 1.0
+    guidance_scale: float = 3.0
+    batch_size: int = 8  # candidates per generate() call
+
+    def __post_init__(self):
+        if self.duration <= 0:
+            raise ValueError(f"duration must be > 0 seconds, got {self.duration}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0.0 <= self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in [0, 1], got {self.top_p}")
+        if self.top_k < 0 or self.batch_size < 1:
+            raise ValueError("top_k must be >= 0 and batch_size >= 1")
+
+
+def _logits_processor_classes():
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class SeededSampler(LogitsProcessor):
+        """Samples one token per row with per-item generators and returns one-hot logits."""
+
+        def __init__(self, generators: list[torch.Generator], num_codebooks: int, temperature: float,
+                     top_k: int, top_p: float):
+            self.generators, self.num_codebooks = generators, num_codebooks
+            self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+
+        def __call__(self, input_ids, scores):
+            scores = scores.float() / self.temperature
+            if self.top_k:
+                kth = torch.topk(scores, min(self.top_k, scores.shape[-1]), dim=-1).values[..., -1:]
+                scores = scores.masked_fill(scores < kth, float("-inf"))
+            probs = scores.softmax(dim=-1)
+            if 0.0 < self.top_p < 1.0:
+                sorted_probs, order = probs.sort(dim=-1, descending=True)
+                drop = sorted_probs.cumsum(dim=-1) - sorted_probs > self.top_p  # keep the smallest nucleus
+                sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+                probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+            rows_per_item = probs.shape[0] // len(self.generators)
+            chosen = torch.cat([
+                torch.multinomial(probs[i * rows_per_item:(i + 1) * rows_per_item], 1, generator=g)
+                for i, g in enumerate(self.generators)
+            ])
+            one_hot = torch.full_like(scores, float("-inf"))
+            return one_hot.scatter(-1, chosen, 0.0)
+
+    class SamplerLastList(LogitsProcessorList):
+        """MusicGen's ``generate`` appends its CFG processor to the list it is given; keep our
+        sampler after it (it must see the guided logits)."""
+
+        def append(self, processor):
+            self.insert(len(self) - 1, processor)
+
+    return SeededSampler, SamplerLastList
+
+
+class MusicGenGenerator:
+    """MusicGen adapter: ``generate(prompts, seeds, **options) -> (B, C, T)`` at ``sample_rate``."""
+
+    family = "musicgen"
+    options_class = MusicGenOptions
+
+    def __init__(self, model, tokenizer, name: str, is_debug: bool = False, default_options: dict | None = None):
+        self.model = model.eval().requires_grad_(False)
+        self.default_options = dict(default_options or {})
+        MusicGenOptions(**self.default_options)  # fail early on a bad default
+        self.tokenizer = tokenizer
+        self.name = name
+        self.is_debug = is_debug
+        self.sample_rate = int(model.config.audio_encoder.sampling_rate)
+        self.frame_rate = int(model.config.audio_encoder.frame_rate)
+        self.num_codebooks = int(model.decoder.config.num_codebooks)
+
+    @classmethod
+    def from_pretrained(cls, name: str, device=None, dtype=None) -> MusicGenGenerator:
+        from transformers import AutoConfig, AutoTokenizer
+
+        try:
+            config = AutoConfig.from_pretrained(name)
+            model_class = _model_class(config.model_type)
+            model = model_class.from_pretrained(name, torch_dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(name)
+        except OSError as err:
+            raise ModelNotFoundError(
+                f"MusicGen '{name}' not found: {err}. On a machine with network run "
+                f"`huggingface-cli download {name}`, or pass a local folder saved with save_pretrained."
+            ) from err
+        generator = cls(model, tokenizer, name)
+        return generator.to(device) if device else generator
+
+    @classmethod
+    def from_model(cls, model, tokenizer, name: str = "musicgen") -> MusicGenGenerator:
+        """Wrap a ``MusicgenForConditionalGeneration`` the caller already holds."""
+        return cls(model, tokenizer, name)
+
+    def to(self, device) -> MusicGenGenerator:
+        self.model.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def info(self) -> dict:
+        return {"generator": self.name, "family": self.family, "debug": self.is_debug,
+                "default_options": dict(self.default_options), "versions": library_versions("transformers")}
+
+    def options(self, **overrides) -> MusicGenOptions:
+        """:class:`MusicGenOptions` from ``default_options`` updated with ``overrides``."""
+        return MusicGenOptions(**{**self.default_options, **overrides})
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int], **options) -> torch.Tensor:
+        """``prompts``/``seeds`` (B each) -> ``(B, C, T)`` float32 audio; options: :class:`MusicGenOptions`."""
+        opts = self.options(**options)
+        prompts, seeds = check_request(prompts, seeds)
+        audios = [self._generate_batch(prompts[i:i + opts.batch_size], seeds[i:i + opts.batch_size], opts)
+                  for i in range(0, len(prompts), opts.batch_size)]
+        return torch.cat(audios)
+
+    def _generate_batch(self, prompts: list[str], seeds: list[int], opts: MusicGenOptions) -> torch.Tensor:
+        seeded_sampler, sampler_last = _logits_processor_classes()
+        device = self.device
+        inputs = self.tokenizer(prompts, padding=True, return_tensors="pt").to(device)
+        sampler = seeded_sampler(item_generators(seeds, device), self.num_codebooks, opts.temperature,
+                                 opts.top_k, opts.top_p)
+        audio = self.model.generate(
+            **inputs, do_sample=False, guidance_scale=opts.guidance_scale if opts.guidance_scale > 1 else None,
+            max_new_tokens=max(1, int(round(opts.duration * self.frame_rate))),
+            logits_processor=sampler_last([sampler]),
+        )
+        return check_generated(audio.clamp(-1.0, 1.0), len(prompts), self.name)
+
+
+def _model_class(model_type: str):
+    from transformers import MusicgenForConditionalGeneration, MusicgenMelodyForConditionalGeneration
+
+    classes = {"musicgen": MusicgenForConditionalGeneration, "musicgen_melody": MusicgenMelodyForConditionalGeneration}
+    if model_type not in classes:
+        raise ModelNotFoundError(f"not a MusicGen checkpoint (model_type '{model_type}'; expected {sorted(classes)})")
+    return classes[model_type]
+
+
+def tiny_musicgen(seed: int = 0):
+    """(model, tokenizer): a tiny random MusicGen of the real architecture (T5 encoder, EnCodec 32 kHz
+    at 50 frames/s with 4 codebooks, MusicGen decoder), built in-process without the hub."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (
+        EncodecConfig,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        PreTrainedTokenizerFast,
+        T5Config,
+    )
+
+    words = sorted({w for line in _TINY_VOCAB_TEXT for w in line.lower().replace(",", " ").split()})
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>",
+                                        unk_token="<unk>", model_max_length=64)
+    text = T5Config(vocab_size=len(vocab), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
+                    decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    audio = EncodecConfig(sampling_rate=32_000, audio_channels=1, hidden_size=32, num_filters=4,
+                          num_residual_layers=1, upsampling_ratios=[8, 5, 4, 4], codebook_size=64,
+                          target_bandwidths=[2.2], num_lstm_layers=1, compress=2, use_causal_conv=False,
+                          norm_type="weight_norm")
+    decoder = MusicgenDecoderConfig(vocab_size=64, max_position_embeddings=1024, num_hidden_layers=2,
+                                    ffn_dim=64, num_attention_heads=4, hidden_size=32, num_codebooks=4,
+                                    pad_token_id=64, bos_token_id=64, decoder_start_token_id=64,
+                                    audio_channels=1, dropout=0.0)
+    config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict())
+    config.decoder_start_token_id = 64
+    config.pad_token_id = 64
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MusicgenForConditionalGeneration(config).eval()
+        for layer in model.audio_encoder.quantizer.layers:  # EnCodec codebooks start as zeros
+            layer.codebook.embed.normal_()
+    model.generation_config.decoder_start_token_id = 64
+    model.generation_config.pad_token_id = 64
+    return model, tokenizer
+
+
+_TINY_VOCAB_TEXT = [
+    "high quality instrumental music lofi hip hop beat with warm piano chords",
+    "upbeat electronic dance track epic orchestral soundtrack with brass and drums",
+    "a calm acoustic guitar melody with soft strings jazz trio double bass brushed",
+    "ambient synth pad slow and spacious rock metal pop funk",
+]
+
+
+def debug_musicgen(seed: int = 0) -> MusicGenGenerator:
+    model, tokenizer = tiny_musicgen(seed)
+    return MusicGenGenerator(model, tokenizer, name="debug-musicgen", is_debug=True,
+                             default_options={"duration": 2.0})

@@ -1,0 +1,173 @@
+"""Best-of-N reranking with a reward (the TuneJury release's best-of-N protocol).
+
+Generate ``n`` candidates per prompt with seeds ``base_seed + c``, score them with the reward in
+batches, keep each prompt's best. The "mean best reward vs N" curve reads N = 1, 2, 4, ... n as nested
+prefixes of the same draw, with a bootstrap 95 % interval over prompts.
+
+Work is done in units of ``batch_size`` candidates of one prompt (generated and scored together), so
+a resumed or sharded run repeats exactly the computations of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..generators.base import CallableGenerator, Generator
+
+REWARD_PROMPT_MODES = ("prompt", "generation", "empty")
+
+
+@dataclass
+class BestOfNConfig:
+    """Best-of-N settings (defaults: the published protocol)."""
+
+    n: int = field(default=32, metadata={"help": "candidates per prompt"})
+    base_seed: int = field(default=42, metadata={"help": "candidate c uses seed base_seed + c"})
+    prompt_prefix: str = field(default="high quality instrumental music, ",
+                               metadata={"help": "prepended to each prompt for generation"})
+    reward_prompt: str = field(default="prompt", metadata={
+        "help": "text the reward sees: 'prompt' (the user's prompt), 'generation' (with the prefix) or "
+                "'empty' (the empty-prompt protocol of the published score distributions)"})
+    batch_size: int = field(default=8, metadata={"help": "candidates of one prompt generated and scored together"})
+    save_all: bool = field(default=False, metadata={"help": "write every candidate's audio, not only winners"})
+    bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the curve's 95 % interval"})
+    bootstrap_seed: int = field(default=0, metadata={"help": "seed of the bootstrap resampling"})
+    generation: dict = field(default_factory=dict, metadata={
+        "help": "generator options (e.g. duration, top_k, temperature, guidance_scale, steps)"})
+
+    def __post_init__(self):
+        if self.n < 1 or self.batch_size < 1:
+            raise ValueError("n and batch_size must be >= 1")
+        if self.reward_prompt not in REWARD_PROMPT_MODES:
+            raise ValueError(f"reward_prompt must be one of {REWARD_PROMPT_MODES}, got {self.reward_prompt!r}")
+        if self.bootstrap < 0:
+            raise ValueError("bootstrap must be >= 0")
+
+
+@dataclass
+class Unit:
+    """``batch_size`` consecutive candidates of one prompt."""
+
+    prompt_index: int
+    candidates: list[int]
+    seeds: list[int]
+
+
+@dataclass
+class BestOfNResult:
+    scores: np.ndarray  # (P, n)
+    winners: list[int]  # best candidate index per prompt
+    curve: list[dict]  # [{"n", "mean", "low", "high"}]
+
+
+def plan_units(num_prompts: int, config: BestOfNConfig, prompt_indices: Iterable[int] | None = None) -> list[Unit]:
+    indices = range(num_prompts) if prompt_indices is None else prompt_indices
+    units = []
+    for p in indices:
+        for start in range(0, config.n, config.batch_size):
+            candidates = list(range(start, min(config.n, start + config.batch_size)))
+            units.append(Unit(p, candidates, [config.base_seed + c for c in candidates]))
+    return units
+
+
+def reward_texts(prompt: str, config: BestOfNConfig) -> str:
+    return {"prompt": prompt, "generation": config.prompt_prefix + prompt, "empty": ""}[config.reward_prompt]
+
+
+def as_generator(generator, sample_rate: int | None = None) -> Generator:
+    """An adapter as is; a plain ``generate(prompts, seeds) -> (B, C, T)`` callable wrapped."""
+    if hasattr(generator, "generate") and hasattr(generator, "sample_rate"):
+        return generator
+    if callable(generator):
+        if sample_rate is None:
+            raise ValueError("a plain generate callable needs sample_rate=...")
+        return CallableGenerator(generator, sample_rate=sample_rate, name=getattr(generator, "__name__", "callable"))
+    raise TypeError(f"not a generator: {type(generator).__name__}")
+
+
+def run_unit(generator: Generator, reward: Callable, prompt: str, unit: Unit, config: BestOfNConfig):
+    """Generate and score one unit -> (audio (k, C, T), scores (k,))."""
+    audio = generator.generate([config.prompt_prefix + prompt] * len(unit.seeds), unit.seeds, **config.generation)
+    with torch.no_grad():
+        scores = reward(audio, generator.sample_rate, [reward_texts(prompt, config)] * len(unit.seeds))
+    return audio, scores.detach().float().cpu()
+
+
+def best_of_n(
+    generator,
+    reward: Callable,
+    prompts: Sequence[str],
+    n: int | None = None,
+    *,
+    config: BestOfNConfig | None = None,
+    sample_rate: int | None = None,
+    completed: dict[tuple[int, int], float] | None = None,
+    on_unit: Callable[[Unit, torch.Tensor, torch.Tensor], None] | None = None,
+    prompt_indices: Iterable[int] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> BestOfNResult:
+    """Best-of-N over ``prompts``; returns every candidate's score, the winners and the curve.
+
+    ``generator``: an adapter (``generate(prompts, seeds, **options)``, ``sample_rate``) or a plain
+    callable ``generate(prompts, seeds) -> (B, C, T)`` with ``sample_rate=``. ``reward``: any
+    ``reward(audio (B, C, T), sample_rate, prompts) -> (B,)``. ``completed`` maps (prompt index,
+    candidate) to scores already computed (skipped; a unit is redone unless all its candidates are
+    there); ``on_unit(unit, audio, scores)`` is called after each unit (the CLI writes files there);
+    ``prompt_indices`` restricts the work to a shard of the prompts.
+    """
+    config = config or BestOfNConfig()
+    if n is not None and n != config.n:
+        config = BestOfNConfig(**{**config.__dict__, "n": n})
+    generator = as_generator(generator, sample_rate)
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("no prompts")
+    scores = np.full((len(prompts), config.n), np.nan)
+    completed = completed or {}
+    for unit in plan_units(len(prompts), config, prompt_indices):
+        known = [completed.get((unit.prompt_index, c)) for c in unit.candidates]
+        if all(k is not None for k in known):
+            scores[unit.prompt_index, unit.candidates] = known
+        else:
+            audio, unit_scores = run_unit(generator, reward, prompts[unit.prompt_index], unit, config)
+            scores[unit.prompt_index, unit.candidates] = unit_scores.numpy()
+            if on_unit is not None:
+                on_unit(unit, audio, unit_scores)
+        if progress is not None:
+            progress(len(unit.candidates))
+    return summarize(scores, config)
+
+
+def summarize(scores: np.ndarray, config: BestOfNConfig) -> BestOfNResult:
+    done = ~np.isnan(scores).any(axis=1)
+    winners = [int(np.argmax(row)) if ok else -1 for row, ok in zip(scores, done)]
+    curve = best_of_n_curve(scores[done], bootstrap=config.bootstrap, seed=config.bootstrap_seed) if done.any() else []
+    return BestOfNResult(scores=scores, winners=winners, curve=curve)
+
+
+def curve_points(n: int) -> list[int]:
+    points = [1]
+    while points[-1] * 2 <= n:
+        points.append(points[-1] * 2)
+    return points if points[-1] == n else points + [n]
+
+
+def best_of_n_curve(scores: np.ndarray, bootstrap: int = 1000, seed: int = 0) -> list[dict]:
+    """Mean over prompts of the best score among the first N candidates, N = 1, 2, 4, ..., n,
+    with a percentile bootstrap 95 % interval over prompts. ``scores``: ``(P, n)``."""
+    scores = np.asarray(scores, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    resamples = rng.integers(0, scores.shape[0], size=(bootstrap, scores.shape[0])) if bootstrap else None
+    curve = []
+    for n in curve_points(scores.shape[1]):
+        best = scores[:, :n].max(axis=1)  # (P,)
+        point = {"n": n, "mean": float(best.mean())}
+        if resamples is not None:
+            means = best[resamples].mean(axis=1)
+            point["low"], point["high"] = (float(x) for x in np.percentile(means, [2.5, 97.5]))
+        curve.append(point)
+    return curve
