@@ -156,7 +156,8 @@ class MusicGenGenerator:
                                  opts.top_k, opts.top_p)
         audio = self.model.generate(
             **inputs, do_sample=False, guidance_scale=opts.guidance_scale if opts.guidance_scale > 1 else None,
-            max_new_tokens=max(1, int(round(opts.duration * self.frame_rate))),
+            # the delay pattern costs num_codebooks - 1 steps: ask for them so the clip lasts `duration`
+            max_new_tokens=max(1, int(round(opts.duration * self.frame_rate))) + self.num_codebooks - 1,
             logits_processor=sampler_last([sampler]),
         )
         return check_generated(audio.clamp(-1.0, 1.0), len(prompts), self.name)
@@ -210,6 +211,43 @@ def tiny_musicgen(seed: int = 0):
             layer.codebook.embed.normal_()
     model.generation_config.decoder_start_token_id = 64
     model.generation_config.pad_token_id = 64
+    return model, tokenizer
+
+
+def musicgen_small_model(seed: int = 0):
+    """(model, tokenizer): a random MusicGen of ``facebook/musicgen-small``'s shapes, built in-process
+    without the hub, for benchmarks (compute does not depend on weight values): T5-base text encoder,
+    EnCodec 32 kHz (50 frames/s, 4 codebooks of 2048), 24-layer 1024-d decoder (16 heads, FFN 4096).
+    The tokenizer is the tiny word-level one of :func:`tiny_musicgen` (ids < 32128 are valid here)."""
+    from transformers import (
+        EncodecConfig,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        T5Config,
+    )
+
+    _, tokenizer = tiny_musicgen(seed)
+    text = T5Config(vocab_size=32_128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12,
+                    feed_forward_proj="relu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    audio = EncodecConfig(sampling_rate=32_000, audio_channels=1, hidden_size=128, num_filters=64,
+                          num_residual_layers=1, upsampling_ratios=[8, 5, 4, 4], codebook_size=2048,
+                          target_bandwidths=[2.2], num_lstm_layers=2, compress=2, use_causal_conv=False,
+                          normalize=False, use_conv_shortcut=False, norm_type="weight_norm")
+    decoder = MusicgenDecoderConfig(vocab_size=2048, max_position_embeddings=2048, num_hidden_layers=24,
+                                    ffn_dim=4096, num_attention_heads=16, hidden_size=1024, num_codebooks=4,
+                                    pad_token_id=2048, bos_token_id=2048, decoder_start_token_id=2048,
+                                    audio_channels=1, dropout=0.0, tie_word_embeddings=False)
+    config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict())
+    config.decoder_start_token_id = 2048
+    config.pad_token_id = 2048
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MusicgenForConditionalGeneration(config).eval()
+        for layer in model.audio_encoder.quantizer.layers:  # EnCodec codebooks start as zeros
+            layer.codebook.embed.normal_()
+    model.generation_config.decoder_start_token_id = 2048
+    model.generation_config.pad_token_id = 2048
     return model, tokenizer
 
 
