@@ -128,9 +128,11 @@ def test_cli_run_in_process(tmp_path, capsys):
     for p in range(2):
         rows = [r for r in records if r["prompt_index"] == p]
         winner = max(rows, key=lambda r: r["score"])
-        assert winner["winner"] and winner["path"] == f"winners/p{p:04d}.wav"
+        expected = f"candidates/p{p:04d}_c00.wav" if winner["candidate"] == 0 else f"winners/p{p:04d}.wav"
+        assert winner["winner"] and winner["path"] == expected
         assert sum(r["winner"] for r in rows) == 1
-        assert (out / winner["path"]).is_file()
+        assert (out / winner["path"]).is_file() and (out / f"winners/p{p:04d}.wav").is_file()
+        assert rows[0]["path"] == f"candidates/p{p:04d}_c00.wav" and (out / rows[0]["path"]).is_file()
     assert records[0]["generator"]["debug"] and records[0]["reward"]["debug"]
     curve = json.loads((out / "curve.json").read_text())
     means = [p["mean"] for p in curve["curve"]]

@@ -297,11 +297,25 @@ def cmd_best_of_n(args) -> int:
         summary = run_best_of_n(generator, reward, prompts, config, Path(args.out), meta, rank=rank,
                                 world_size=world_size, barrier=barrier, progress=bar.update)
     if summary is not None:
+        from .report import build_report
+
+        report = build_report(args.out)
         label = " (debug models: the scores mean nothing)" if summary["debug"] else ""
         print(f"best-of-{config.n} over {len(prompts)} prompt(s){label} -> {args.out}")
         for point in summary["curve"]:
             interval = f"  [{point['low']:.3f}, {point['high']:.3f}]" if "low" in point else ""
             print(f"  N={point['n']:<3d} mean best reward {point['mean']:.4f}{interval}")
+        print(f"report: {report}")
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from .report import ReportError, build_report
+
+    try:
+        print(build_report(args.run_dir))
+    except ReportError as err:
+        raise UsageError(str(err)) from err
     return EXIT_OK
 
 
@@ -355,6 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     bon.add_argument("--save-all", action="store_true", help="write every candidate's audio, not only winners")
     add_reward_options(bon)
     bon.set_defaults(handler=cmd_best_of_n)
+
+    report = commands.add_parser("report", help="write RUN_DIR/report.html for a run folder (finished or not)")
+    report.add_argument("run_dir", help="the --out folder of an align run")
+    report.set_defaults(handler=cmd_report)
     return parser
 
 

@@ -5,7 +5,7 @@ Folder layout::
     run.json                 settings, prompts, model ids, versions, checkpoint hashes
     .progress/rank<R>.jsonl  append-only log of finished units (fsync'd), one per process
     winners/p<IIII>.wav      each prompt's best candidate so far (atomic replace)
-    candidates/p<IIII>_c<CC>.wav   every candidate, with save_all
+    candidates/p<IIII>_c<CC>.wav   candidate 0 (the N=1 baseline) always, every candidate with save_all
     results.jsonl            every candidate, sorted by (prompt, candidate), written at the end
     curve.json               mean best reward vs N with bootstrap 95 % intervals
 
@@ -96,8 +96,8 @@ def run_best_of_n(
 
     def on_unit(unit: Unit, audio: torch.Tensor, scores: torch.Tensor) -> None:
         sample_rate = generator.sample_rate
-        if config.save_all:
-            for c, clip in zip(unit.candidates, audio):
+        for c, clip in zip(unit.candidates, audio):
+            if config.save_all or c == 0:  # candidate 0 (the N=1 baseline) always, for comparison
                 atomic_write_audio(out / candidate_path(unit.prompt_index, c), clip, sample_rate)
         top = int(torch.argmax(scores))
         if float(scores[top]) > best.get(unit.prompt_index, -np.inf):  # earliest candidate wins ties
@@ -130,7 +130,7 @@ def write_results(out: Path, prompts: list[str], config: BestOfNConfig, meta: di
             if np.isnan(scores[p, c]):
                 continue
             is_winner = result.winners[p] == c
-            path = candidate_path(p, c) if config.save_all else (winner_path(p) if is_winner else None)
+            path = candidate_path(p, c) if config.save_all or c == 0 else (winner_path(p) if is_winner else None)
             lines.append(json.dumps({
                 "prompt_index": p, "prompt": prompt, "candidate": c, "seed": config.base_seed + c,
                 "score": float(scores[p, c]), "winner": is_winner, "path": path, **models,

@@ -1,0 +1,69 @@
+"""Per-recipe report sections: each takes (run_dir, run.json dict) and returns HTML."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import audio_player, esc
+from .svg import Series, line_chart
+
+
+def best_of_n_section(run_dir: Path, run: dict) -> str:
+    from ..recipes.best_of_n import BestOfNConfig, summarize
+    from ..recipes.best_of_n_run import candidate_path, load_completed, winner_path
+
+    config = BestOfNConfig(**run["config"])
+    prompts = run["prompts"]
+    scores = np.full((len(prompts), config.n), np.nan)
+    for (p, c), score in load_completed(run_dir).items():
+        scores[p, c] = score
+    summary = summarize(scores, config)
+    done = int((~np.isnan(scores)).sum())
+    status = "finished" if (run_dir / "results.jsonl").is_file() else "in progress"
+    parts = [f"<p>{done} of {scores.size} candidates scored ({status}); {len(prompts)} prompts, N = {config.n}.</p>"]
+    curve = summary.curve
+    if curve:
+        series = Series("mean best reward", [p["n"] for p in curve], [p["mean"] for p in curve],
+                        [p.get("low", p["mean"]) for p in curve], [p.get("high", p["mean"]) for p in curve])
+        parts.append('<div class="charts">' + line_chart([series], "Mean best reward vs N (95 % bootstrap band)",
+                                                          "N (candidates, nested prefixes)", "reward",
+                                                          log2_x=True) + "</div>")
+    else:
+        parts.append('<p class="missing">The curve appears once a prompt has all its candidates.</p>')
+    rows = ["<tr><th>#</th><th>prompt</th><th>N=1 (candidate 0)</th><th>best of N</th><th>candidates</th></tr>"]
+    for p, prompt in enumerate(prompts):
+        row = scores[p]
+        have = ~np.isnan(row)
+        first = f'<span class="score">{row[0]:.4f}</span>' if have[0] else "–"
+        if have.any():
+            best = int(np.nanargmax(row))
+            best_text = f'<span class="score">{row[best]:.4f}</span> (candidate {best}, seed {config.base_seed + best})'
+        else:
+            best_text = "–"
+        rows.append(f"<tr><td>{p}</td><td>{esc(prompt)}</td>"
+                    f"<td>{first}{audio_player(run_dir, candidate_path(p, 0))}</td>"
+                    f"<td>{best_text}{audio_player(run_dir, winner_path(p))}</td><td>{int(have.sum())}/{config.n}</td></tr>")
+    parts.append("<h2>Prompts: N=1 vs winner</h2><table>" + "".join(rows) + "</table>")
+    return "<h2>Best-of-N</h2>" + "".join(parts)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    from ..runio import read_jsonl
+
+    return read_jsonl(path)
+
+
+def generic_section(run_dir: Path, run: dict) -> str:
+    """Fallback: list the run's JSONL logs and audio files."""
+    files = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file())
+    audio = [f for f in files if f.endswith(".wav")]
+    players = "".join(audio_player(run_dir, f, f) for f in audio[:50])
+    return f"<h2>Files</h2><pre>{esc(json.dumps(files, indent=1))}</pre>{players}"
+
+
+SECTIONS = {
+    "best-of-n": best_of_n_section,
+}
