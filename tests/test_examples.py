@@ -13,6 +13,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
     ("rerank_your_outputs.py", ["--reward", "debug", "--n", "3"], "best candidate"),
     ("best_of_n_your_generate.py", ["--reward", "debug", "--n", "4"], "N=4: mean best reward"),
     ("make_demo_audio.py", ["{tmp}/demo"], "wrote 3 clips"),
+    ("ditto_with_your_pipeline.py", [], "reward"),
 ])
 def test_example_runs(script, args, expected, tmp_path):
     args = [a.format(tmp=tmp_path) for a in args]

@@ -90,3 +90,14 @@ def test_report_renders_in_headless_chromium(debug_run):
         driver.quit()
     assert (ARTIFACTS / "best_of_n_report.png").stat().st_size > 10_000
     json.dumps(durations)
+
+
+def test_ditto_report(tmp_path):
+    out = tmp_path / "ditto"
+    assert main(["ditto", "--config", str(Path(__file__).resolve().parents[1] / "recipes/debug/ditto.yaml"),
+                 "--generator", "debug", "--reward", "debug", "--prompt", "lofi hip hop", "iterations=2",
+                 "--out", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    assert "Reward per iteration" in page and "Initial-noise norm" in page
+    assert 'src="baseline/p0000.wav"' in page and 'src="optimised/p0000.wav"' in page
+    assert "1 of 1 prompts finished" in page

@@ -370,6 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_reward_options(bon)
     bon.set_defaults(handler=cmd_best_of_n)
 
+    from .cli_ditto import add_ditto_parser
+
+    add_ditto_parser(commands, add_reward_options)
+
     report = commands.add_parser("report", help="write RUN_DIR/report.html for a run folder (finished or not)")
     report.add_argument("run_dir", help="the --out folder of an align run")
     report.set_defaults(handler=cmd_report)

@@ -64,6 +64,48 @@ def generic_section(run_dir: Path, run: dict) -> str:
     return f"<h2>Files</h2><pre>{esc(json.dumps(files, indent=1))}</pre>{players}"
 
 
+def ditto_section(run_dir: Path, run: dict) -> str:
+    from ..recipes.ditto_run import LOG, audio_path, done_path
+
+    prompts = run["prompts"]
+    records = _jsonl(run_dir / LOG)
+    by_prompt: dict[int, list[dict]] = {}
+    for record in records:
+        by_prompt.setdefault(record["prompt_index"], []).append(record)
+    finished = sum((run_dir / done_path(p)).is_file() for p in range(len(prompts)))
+    parts = [f"<p>{finished} of {len(prompts)} prompts finished; {len(records)} iterates logged.</p>"]
+
+    def traces(key: str) -> list[Series]:
+        return [Series(f"p{p}", [r["iteration"] for r in rows], [r[key] for r in rows])
+                for p, rows in sorted(by_prompt.items())]
+
+    parts.append('<div class="charts">'
+                 + line_chart(traces("reward"), "Reward per iteration", "iteration", "reward")
+                 + line_chart(traces("noise_norm"), "Initial-noise norm / sqrt(dim)", "iteration", "norm")
+                 + "</div>")
+    rows = ["<tr><th>#</th><th>prompt</th><th>baseline (iteration 0)</th><th>optimised (best iterate)</th>"
+            "<th>s / iteration</th><th>peak memory</th></tr>"]
+    for p, prompt in enumerate(prompts):
+        done = run_dir / done_path(p)
+        info = json.loads(done.read_text()) if done.is_file() else {}
+        base = info.get("baseline_reward")
+        best = info.get("optimised_reward")
+        log = by_prompt.get(p, [])
+        seconds = np.mean([r["seconds"] for r in log]) if log else None
+        memory = max((r.get("peak_memory") or 0) for r in log) if log else None
+        rows.append(
+            f"<tr><td>{p}</td><td>{esc(prompt)}</td>"
+            f"<td>{'' if base is None else f'<span class=score>{base:.4f}</span>'}"
+            f"{audio_player(run_dir, audio_path('baseline', p))}</td>"
+            f"<td>{'' if best is None else f'<span class=score>{best:.4f}</span>'}"
+            f"{audio_player(run_dir, audio_path('optimised', p))}</td>"
+            f"<td>{'' if seconds is None else f'{seconds:.2f}'}</td>"
+            f"<td>{'' if not memory else f'{memory / 2**20:.0f} MiB'}</td></tr>")
+    parts.append("<h2>Prompts: baseline vs optimised</h2><table>" + "".join(rows) + "</table>")
+    return "<h2>DITTO</h2>" + "".join(parts)
+
+
 SECTIONS = {
     "best-of-n": best_of_n_section,
+    "ditto": ditto_section,
 }

@@ -1,0 +1,283 @@
+"""DITTO: gradients to the initial noise, checkpointing, rising reward, seeding, iterate 0 against the
+adapter and the frozen reward, out-of-memory advice, configs, the example and the resumable CLI run."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import inspect
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tunejury_align.config import ConfigError, load_config
+from tunejury_align.generators.audioldm2 import debug_audioldm2
+from tunejury_align.generators.stable_audio import debug_stable_audio
+from tunejury_align.recipes.ditto import (
+    PRESETS,
+    DittoConfig,
+    DittoObjective,
+    DittoOutOfMemoryError,
+    as_diffusion_generator,
+    ditto,
+)
+from tunejury_align.reward.debug import debug_reward
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPT = "lofi hip hop beat with warm piano chords"
+TINY = dict(preset="fast", sampler_steps=3, iterations=2, generation={"duration": 1.0})
+
+pytestmark = pytest.mark.filterwarnings("ignore:Should have t:UserWarning")  # torchsde, Stable Audio's SDE noise
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a busy 2-core machine, thread contention makes these tiny models ~10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def generators():
+    return {"stable-audio": debug_stable_audio(), "audioldm2": debug_audioldm2()}
+
+
+@pytest.fixture(scope="module")
+def frozen_reward():
+    return debug_reward()
+
+
+# -- config ------------------------------------------------------------------------------------
+def test_presets_fill_unset_fields_and_precedence(tmp_path):
+    assert (DittoConfig().learning_rate, DittoConfig().sampler_steps, DittoConfig().iterations) == (5e-3, 20, 70)
+    fast = DittoConfig(preset="fast")
+    assert (fast.learning_rate, fast.sampler_steps, fast.iterations) == (0.05, 8, 5) and fast.checkpoint_steps
+    path = tmp_path / "c.yaml"
+    path.write_text("preset: paper\niterations: 9\ngeneration:\n  duration: 3.0\n")
+    # defaults < preset < YAML < flags < overrides
+    config = load_config(DittoConfig, path, ["sampler_steps=4"], preset="fast", seed=7)
+    assert (config.preset, config.learning_rate, config.iterations, config.sampler_steps, config.seed) == (
+        "fast", 0.05, 9, 4, 7)
+    assert config.generation_options() == {"duration": 3.0, "steps": 4}
+    assert load_config(DittoConfig, path, [], iterations=3).iterations == 3  # flags beat YAML
+    assert load_config(DittoConfig, None, ["learning_rate=5e-3"]).learning_rate == 0.005  # YAML reads it as a str
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['lr'\]"):
+        load_config(DittoConfig, None, ["lr=0.1"])
+    with pytest.raises(ConfigError, match="sampler_steps, not generation.steps"):
+        load_config(DittoConfig, None, ["generation.steps=4"])
+    with pytest.raises(ConfigError, match="preset must be one of"):
+        load_config(DittoConfig, None, ["preset=turbo"])
+
+
+def test_every_shipped_ditto_yaml_parses():
+    files = sorted((ROOT / "recipes").rglob("ditto.yaml"))
+    assert {f.parent.name for f in files} >= {"debug", "stable-audio", "audioldm2"}
+    for path in files:
+        config = load_config(DittoConfig, path)
+        assert config.preset in PRESETS and config.iterations >= 1
+        text = path.read_text()
+        assert text.lstrip().startswith("#") and "align ditto" in text
+        assert f"--config recipes/{path.parent.name}/ditto.yaml" in text
+
+
+# -- the differentiable path -------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["stable-audio", "audioldm2"])
+def test_gradients_reach_the_noise_and_checkpointing_agrees(generators, frozen_reward, family):
+    generator = generators[family]
+    grads = []
+    for steps, reward_ckpt in ((False, False), (True, False), (True, True)):
+        config = DittoConfig(**TINY, checkpoint_steps=steps, checkpoint_reward=reward_ckpt)
+        objective = DittoObjective(generator, frozen_reward, PROMPT, config)
+        noise = objective.initial_noise().requires_grad_(True)
+        objective(noise).loss.backward()
+        grads.append(noise.grad)
+    plain = grads[0]
+    assert torch.isfinite(plain).all() and plain.abs().max() > 0
+    for grad in grads[1:]:  # relative to the gradient's scale (latents start at a large sigma)
+        assert (grad - plain).abs().max() <= 1e-5 * plain.abs().max()
+    modules = [generator.pipe.transformer if family == "stable-audio" else generator.pipe.unet, frozen_reward]
+    assert all(p.grad is None for m in modules for p in m.parameters())  # frozen models
+
+
+def test_noise_regulariser_is_added_to_the_loss(generators, frozen_reward):
+    config = DittoConfig(**TINY, noise_regularization=2.0)
+    objective = DittoObjective(generators["stable-audio"], frozen_reward, PROMPT, config)
+    noise = objective.initial_noise() * 1.5  # 50 % too long for a Gaussian sample of this size
+    with torch.no_grad():
+        output = objective(noise)
+    norm = float(noise.norm())
+    assert float(output.noise_norm) == pytest.approx(norm)
+    expected = -float(output.reward) + 2.0 * (norm / math.sqrt(noise.numel()) - 1.0) ** 2
+    assert float(output.loss) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("family", ["stable-audio", "audioldm2"])
+def test_reward_rises_and_iterate_zero_is_the_adapter_and_frozen_reward(generators, frozen_reward, family):
+    generator = generators[family]
+    config = DittoConfig(**{**TINY, "iterations": 3})
+    seen = []
+    result = ditto(generator, frozen_reward, PROMPT, config=config, on_iteration=seen.append)
+    rewards = [r.reward for r in result.history]
+    assert seen == result.history and [r.iteration for r in seen] == [0, 1, 2, 3]
+    assert all(b > a for a, b in zip(rewards, rewards[1:])), rewards
+    assert result.best_iteration == 3 and result.optimised_reward == rewards[-1] > result.baseline_reward
+    assert [r.backward for r in result.history] == [True, True, True, False]
+    record = result.history[0]
+    assert record.noise_norm == pytest.approx(math.sqrt(result.initial_noise.numel()), rel=0.2)
+    assert record.seconds > 0 and record.peak_memory > 0 and result.memory_kind.startswith("cpu")
+    # iterate 0 = what the adapter generates for the seed, scored by the frozen (no-grad) reward
+    adapter_audio = generator.generate([PROMPT], [config.seed], **config.generation_options())
+    torch.testing.assert_close(result.baseline_audio, adapter_audio[0], atol=1e-6, rtol=0)
+    with torch.no_grad():
+        frozen = frozen_reward(adapter_audio, generator.sample_rate, [PROMPT])
+        frozen_best = frozen_reward(result.optimised_audio[None], generator.sample_rate, [PROMPT])
+    assert result.baseline_reward == pytest.approx(float(frozen), abs=1e-5)
+    assert result.optimised_reward == pytest.approx(float(frozen_best), abs=1e-5)
+
+
+def test_the_same_seed_gives_the_same_result(generators, frozen_reward):
+    config = DittoConfig(**{**TINY, "iterations": 1})
+    first = ditto(generators["stable-audio"], frozen_reward, PROMPT, config=config)
+    again = ditto(generators["stable-audio"], frozen_reward, PROMPT, config=config)
+    other = ditto(generators["stable-audio"], frozen_reward, PROMPT, config=config, seed=7)
+    assert [r.reward for r in again.history] == [r.reward for r in first.history]
+    assert torch.equal(again.optimised_audio, first.optimised_audio)
+    assert torch.equal(again.optimised_noise, first.optimised_noise)
+    assert other.seed == 7 and not torch.allclose(other.baseline_audio, first.baseline_audio)
+
+
+def test_out_of_memory_names_the_settings_to_change(generators):
+    def exhausted(audio, sample_rate, prompts):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    config = DittoConfig(**TINY, checkpoint_steps=False)
+    with pytest.raises(DittoOutOfMemoryError, match="iteration 0") as caught:
+        ditto(generators["stable-audio"], exhausted, PROMPT, config=config)
+    message = str(caught.value)
+    assert "checkpoint_steps=true" in message and "checkpoint_reward=true" in message
+    assert "sampler_steps=1" in message and "full window" in message
+    with pytest.raises(DittoOutOfMemoryError, match=r"generation.duration=0.5"):
+        ditto(generators["audioldm2"], exhausted, PROMPT, config=DittoConfig(**TINY))
+
+
+def test_only_diffusion_generators_are_accepted(generators):
+    assert as_diffusion_generator(generators["audioldm2"]) is generators["audioldm2"]
+    with pytest.raises(TypeError, match="MusicGen"):
+        as_diffusion_generator(object())
+
+
+def test_example_runs_on_a_pipeline_object(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("ditto_example", ROOT / "examples/ditto_with_your_pipeline.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    assert example.main(["--iterations", "1", "--steps", "2", "--out", str(tmp_path)]) == 0
+    assert "[debug models]" in capsys.readouterr().out
+    assert {p.name for p in tmp_path.iterdir()} == {"baseline.wav", "optimised.wav", "optimised_noise.pt"}
+
+
+# -- the command line --------------------------------------------------------------------------
+def align(argv: list[str]) -> int:
+    """``align ...`` through ``tunejury_align.cli.main`` once it wires ``ditto``; until then, the same
+    error handling around a parser holding only our subcommand."""
+    from tunejury_align import cli
+
+    if "add_ditto_parser" in inspect.getsource(cli):
+        return cli.main(argv)
+    from tunejury_align.cli_ditto import add_ditto_parser
+    from tunejury_align.hub import ModelNotFoundError
+    from tunejury_align.recipes.best_of_n_run import RunMismatchError
+
+    parser = argparse.ArgumentParser(prog="align")
+    add_ditto_parser(parser.add_subparsers(dest="command", required=True), cli.add_reward_options)
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (cli.UsageError, ModelNotFoundError, ConfigError, RunMismatchError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+PROMPTS = ["lofi hip hop beat", "epic orchestral soundtrack"]
+CLI_ARGS = ["ditto", "--config", str(ROOT / "recipes/debug/ditto.yaml"), "--generator", "debug", "--reward", "debug",
+            "--device", "cpu", "--iterations", "2", "--prompt", *PROMPTS]
+
+
+def records_of(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "ditto.jsonl").read_text().splitlines()]
+
+
+def test_cli_run_resume_and_refusal(tmp_path, capsys, generators, frozen_reward):
+    out = tmp_path / "run"
+    # 1. A fresh run: audio, noise, per-iterate records, done markers, summary
+    assert align([*CLI_ARGS, "--out", str(out)]) == 0
+    assert "debug models" in capsys.readouterr().out
+    records = records_of(out)
+    assert [(r["prompt_index"], r["iteration"]) for r in records] == [(p, i) for p in range(2) for i in range(3)]
+    assert set(records[0]) >= {"reward", "noise_norm", "seconds", "peak_memory", "backward"}
+    for p in range(2):
+        for name in (f"baseline/p{p:04d}.wav", f"optimised/p{p:04d}.wav", f"noise/p{p:04d}.pt", f"done/p{p:04d}.json"):
+            assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["finished"] == 2 and summary["debug"] and summary["mean_gain"] > 0
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["config"]["iterations"] == 2 and meta["memory_settings"] == {"checkpoint_steps": True,
+                                                                             "checkpoint_reward": False}
+    # the CLI runs the library recipe: the same rewards as ditto() on the same models and settings
+    config = load_config(DittoConfig, ROOT / "recipes/debug/ditto.yaml", [], iterations=2)
+    direct = ditto(generators["stable-audio"], frozen_reward, PROMPTS[0], config=config)
+    assert [r["reward"] for r in records[:3]] == pytest.approx([r.reward for r in direct.history], abs=1e-6)
+    # 2. Rerunning the finished run is a no-op
+    before = (out / "ditto.jsonl").read_bytes()
+    assert align([*CLI_ARGS, "--out", str(out)]) == 0
+    assert (out / "ditto.jsonl").read_bytes() == before
+    # 3. A prompt interrupted half-way (records, a torn line, no done marker) is redone from its start;
+    #    the memory-only checkpoint_reward may change on a resume
+    (out / "done/p0001.json").unlink()
+    with open(out / "ditto.jsonl", "a") as handle:
+        handle.write(json.dumps({**records[3], "reward": -99.0}) + "\n" + '{"prompt_index": 1, "iter')
+    assert align([*CLI_ARGS, "checkpoint_reward=true", "--out", str(out)]) == 0
+    resumed = records_of(out)
+    assert [(r["prompt_index"], r["iteration"]) for r in resumed] == [(p, i) for p in range(2) for i in range(3)]
+    assert [r["reward"] for r in resumed] == pytest.approx([r["reward"] for r in records], abs=1e-6)
+    assert json.loads((out / "done/p0001.json").read_text())["checkpoint_reward"] is True
+    # 4. Other settings are refused in the same folder
+    capsys.readouterr()
+    assert align([*CLI_ARGS, "learning_rate=0.5", "--out", str(out)]) == 2
+    assert "different ['config']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--generator", "debug-musicgen"], "DITTO needs a diffusion generator"),
+    (["generation.steps=4"], "sampler_steps, not generation.steps"),
+    (["generation.temperature=1.0"], "bad generation option .*temperature"),
+])
+def test_cli_bad_inputs_fail_before_any_work(tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    args = ["ditto", "--generator", "debug", "--reward", "debug", "--prompt", "x", "--out", str(out)]
+    assert align(args + extra) == 2
+    import re
+
+    assert re.search(message, capsys.readouterr().err)
+    assert not (out / "ditto.jsonl").exists()
+
+
+def test_cli_out_of_memory_exits_with_advice(tmp_path, capsys, monkeypatch):
+    from tunejury_align import cli
+
+    def exhausted_reward(args):
+        def reward(audio, sample_rate, prompts):
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return reward
+
+    monkeypatch.setattr(cli, "load_reward", exhausted_reward)
+    out = tmp_path / "run"
+    assert align([*CLI_ARGS, "--generator", "debug-audioldm2", "--out", str(out)]) == 1  # AudioLDM2 by name too
+    err = capsys.readouterr().err
+    assert "out of memory in DITTO iteration 0" in err and "checkpoint_reward=true" in err
+    assert "generation.duration=0.5" in err and not (out / "done").exists()

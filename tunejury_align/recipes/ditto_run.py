@@ -1,0 +1,163 @@
+"""A DITTO run on disk: one prompt after another, resumable per prompt, atomic writes.
+
+Folder layout::
+
+    run.json               settings, prompts, model ids, versions, checkpoint hashes (a resume must match
+                           them all but the memory-only ``checkpoint_steps`` / ``checkpoint_reward``,
+                           which each done marker records for its prompt)
+    ditto.jsonl            one record per prompt per iterate (prompt_index, iteration, reward, loss,
+                           noise_norm, seconds, peak_memory, start_memory, backward), appended live
+    baseline/p<IIII>.wav   iterate 0: what the generator gives for the seed
+    optimised/p<IIII>.wav  the best iterate
+    noise/p<IIII>.pt       the best iterate's initial noise, (1, *latent) float32 (torch.save)
+    done/p<IIII>.json      the prompt's summary; written last, it marks the prompt finished
+    summary.json           all finished prompts: rewards before / after, mean gain
+
+Rerunning the same command skips the finished prompts. A prompt interrupted half-way is redone from
+its start (its partial records are first dropped from ``ditto.jsonl``): every prompt is a pure
+function of (prompt, settings, models), so the results equal an uninterrupted run's (timings aside).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ..runio import (
+    append_jsonl,
+    atomic_write_audio,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+)
+from .best_of_n_run import RunMismatchError, prepare_run_dir
+from .ditto import MEMORY_SETTINGS, DittoConfig, DittoResult, IterationRecord, as_diffusion_generator, ditto
+
+logger = logging.getLogger(__name__)
+
+LOG = "ditto.jsonl"
+__all__ = ["LOG", "RunMismatchError", "done_path", "run_ditto", "run_meta"]
+
+
+def done_path(prompt_index: int) -> str:
+    return f"done/p{prompt_index:04d}.json"
+
+
+def audio_path(kind: str, prompt_index: int) -> str:
+    return f"{kind}/p{prompt_index:04d}.wav"
+
+
+def noise_path(prompt_index: int) -> str:
+    return f"noise/p{prompt_index:04d}.pt"
+
+
+def finished_prompts(out: Path, num_prompts: int) -> set[int]:
+    return {p for p in range(num_prompts) if (out / done_path(p)).is_file()}
+
+
+def drop_unfinished_records(out: Path, finished: set[int]) -> None:
+    """Rewrite ``ditto.jsonl`` (atomically) without the records of unfinished prompts or a torn line."""
+    log = out / LOG
+    if not log.is_file():
+        return
+    records = read_jsonl(log)
+    keep = [r for r in records if r.get("prompt_index") in finished]
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    if len(keep) != len(lines):
+        logger.info("dropping %d record(s) of unfinished prompts from %s", len(lines) - len(keep), log)
+        atomic_write_text(log, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
+
+
+def save_prompt(out: Path, prompt_index: int, result: DittoResult, config: DittoConfig) -> dict:
+    """Write the prompt's audio and noise, then its done marker (the commit point)."""
+    atomic_write_audio(out / audio_path("baseline", prompt_index), result.baseline_audio, result.sample_rate)
+    atomic_write_audio(out / audio_path("optimised", prompt_index), result.optimised_audio, result.sample_rate)
+    buffer = io.BytesIO()
+    torch.save(result.optimised_noise.contiguous(), buffer)
+    atomic_write_bytes(out / noise_path(prompt_index), buffer.getvalue())
+    summary = {
+        "prompt_index": prompt_index, "prompt": result.prompt, "seed": result.seed,
+        "baseline_reward": result.baseline_reward, "optimised_reward": result.optimised_reward,
+        "gain": result.gain, "best_iteration": result.best_iteration,
+        "seconds": sum(r.seconds for r in result.history),
+        "peak_memory": max(r.peak_memory for r in result.history), "memory_kind": result.memory_kind,
+        **{key: getattr(config, key) for key in MEMORY_SETTINGS},
+        "baseline": audio_path("baseline", prompt_index), "optimised": audio_path("optimised", prompt_index),
+        "noise": noise_path(prompt_index),
+    }
+    atomic_write_json(out / done_path(prompt_index), summary)
+    return summary
+
+
+def run_ditto(
+    generator,
+    reward: Callable,
+    prompts: list[str],
+    config: DittoConfig,
+    out: Path,
+    meta: dict,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Run (or resume) DITTO on every prompt into ``out``; returns the summary (also ``summary.json``).
+    ``progress(k)`` is called with the number of iterates scored (``iterations + 1`` per skipped prompt)."""
+    # 1. Folder: refuse a run made with other settings; forget partial work
+    out = Path(out)
+    prepare_run_dir(out, meta, is_main=True)
+    generator = as_diffusion_generator(generator)
+    finished = finished_prompts(out, len(prompts))
+    drop_unfinished_records(out, finished)
+    per_prompt = config.iterations + 1
+
+    # 2. One prompt at a time; each iterate's record is appended as soon as it is made
+    for prompt_index, prompt in enumerate(prompts):
+        if prompt_index in finished:
+            if progress is not None:
+                progress(per_prompt)
+            continue
+
+        def on_iteration(record: IterationRecord, prompt_index: int = prompt_index) -> None:
+            append_jsonl(out / LOG, [{"prompt_index": prompt_index, **record.as_dict()}])
+            if progress is not None:
+                progress(1)
+
+        result = ditto(generator, reward, prompt, config=config, on_iteration=on_iteration)
+        save_prompt(out, prompt_index, result, config)
+        logger.info("prompt %d: reward %.4f -> %.4f (best iterate %d)", prompt_index, result.baseline_reward,
+                    result.optimised_reward, result.best_iteration)
+
+    # 3. Summary of every finished prompt
+    return write_summary(out, prompts, meta)
+
+
+def write_summary(out: Path, prompts: list[str], meta: dict) -> dict:
+    rows = [json.loads((out / done_path(p)).read_text()) for p in sorted(finished_prompts(out, len(prompts)))]
+    count = len(rows)
+    summary = {
+        "prompts": len(prompts), "finished": count,
+        "debug": bool(meta["generator"].get("debug") or meta["reward"].get("debug")),
+        "mean_baseline_reward": sum(r["baseline_reward"] for r in rows) / count if count else None,
+        "mean_optimised_reward": sum(r["optimised_reward"] for r in rows) / count if count else None,
+        "mean_gain": sum(r["gain"] for r in rows) / count if count else None,
+        "per_prompt": rows,
+    }
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def run_meta(config: DittoConfig, prompts: list[str], generator, reward_info: dict) -> dict:
+    from ..generators.base import library_versions
+
+    generator = as_diffusion_generator(generator)
+    settings = asdict(config)
+    memory = {key: settings.pop(key) for key in MEMORY_SETTINGS}  # not part of what a resume must match
+    return {"command": "ditto", "config": settings, "memory_settings": memory, "prompts": prompts,
+            "generator": generator.info(), "reward": reward_info,
+            "versions": library_versions("transformers", "diffusers", "tunejury-align")}
