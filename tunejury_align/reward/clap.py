@@ -5,7 +5,7 @@ text branch (``audio_branch.*``, ``text_branch.*``, ``audio_projection.*``, ...)
 ``music_audioset_epoch_15_esc_90.14.pt`` loads with ``strict=True``. We do not go through
 ``laion_clap.CLAP_Module`` because (a) ``import laion_clap`` fetches three tokenizers from the hub at
 import time, (b) it builds the text tower with ``RobertaModel.from_pretrained('roberta-base')`` only
-to overwrite those weights, and (c) its ``load_ckpt`` uses ``torch.load(weights_only=False)``.
+to overwrite those weights, and (c) its ``load_ckpt`` unpickles arbitrary code (no ``weights_only``).
 The HTSAT tower is laion-clap's ``HTSAT_Swin_Transformer``; its sizes are read from the checkpoint.
 """
 

@@ -28,3 +28,48 @@ def spearman(a, b) -> float:
     rb -= rb.mean()
     denominator = np.sqrt((ra * ra).sum() * (rb * rb).sum())
     return float((ra * rb).sum() / denominator) if denominator > 0 else float("nan")
+
+
+def pairwise_accuracy(margins, a_wins) -> tuple[float, int]:
+    """``(accuracy, n)`` over non-tie pairs: ``margins (N,)`` = ``s(A) - s(B)``, ``a_wins (N,)`` bool.
+
+    ``margin > 0`` predicts A, anything else B. Leave ties out before calling. NaN for ``n = 0``.
+    """
+    margins, a_wins = np.asarray(margins, dtype=np.float64), np.asarray(a_wins, dtype=bool)
+    if margins.shape != a_wins.shape:
+        raise ValueError(f"margins {margins.shape} and a_wins {a_wins.shape} differ in shape")
+    if len(margins) == 0:
+        return float("nan"), 0
+    return float(((margins > 0) == a_wins).mean()), int(len(margins))
+
+
+def expected_calibration_error(margins, a_wins, bins: int = 10) -> tuple[float, list[dict]]:
+    """ECE of the pairwise predictions as published for TuneJury (Kim et al., 2026).
+
+    The non-tie pairs are sorted by ``|margin|`` (stable sort) and cut into ``bins`` equal-count bins
+    (``numpy.array_split``: sizes differ by at most one, the larger bins first; empty bins, when there
+    are fewer pairs than bins, are dropped). In a bin, confidence is the mean of ``sigmoid(|margin|)``
+    and accuracy the fraction of pairs whose predicted winner (``margin > 0`` -> A) is right;
+    ``ECE = sum_b (n_b / N) |confidence_b - accuracy_b|``. Returns ``(ece, bins)`` with each bin's
+    ``count``, ``low``/``high`` (its ``|margin|`` range), ``confidence`` and ``accuracy``.
+    """
+    margins, a_wins = np.asarray(margins, dtype=np.float64), np.asarray(a_wins, dtype=bool)
+    if margins.shape != a_wins.shape:
+        raise ValueError(f"margins {margins.shape} and a_wins {a_wins.shape} differ in shape")
+    if bins < 1:
+        raise ValueError("bins must be >= 1")
+    if len(margins) == 0:
+        return float("nan"), []
+    magnitude = np.abs(margins)
+    confidence = 1.0 / (1.0 + np.exp(-magnitude))
+    correct = (margins > 0) == a_wins
+    order = np.argsort(magnitude, kind="mergesort")
+    ece, table = 0.0, []
+    for members in np.array_split(order, bins):
+        if len(members) == 0:
+            continue
+        conf, acc = float(confidence[members].mean()), float(correct[members].mean())
+        ece += len(members) / len(margins) * abs(conf - acc)
+        table.append({"count": int(len(members)), "low": float(magnitude[members].min()),
+                      "high": float(magnitude[members].max()), "confidence": conf, "accuracy": acc})
+    return float(ece), table
