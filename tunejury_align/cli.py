@@ -371,9 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     bon.set_defaults(handler=cmd_best_of_n)
 
     from .cli_ditto import add_ditto_parser
+    from .cli_expert_iter import add_expert_iter_parser
     from .cli_reward_tools import add_reward_tool_parsers
 
     add_ditto_parser(commands, add_reward_options)
+    add_expert_iter_parser(commands, add_reward_options)
     add_reward_tool_parsers(commands, add_reward_options)
 
     report = commands.add_parser("report", help="write RUN_DIR/report.html for a run folder (finished or not)")

@@ -293,7 +293,7 @@ def tiny_stable_audio(seed: int = 0):
             global_states_input_dim=32, cross_attention_input_dim=16)
         with warnings.catch_warnings():  # Oobleck still uses torch.nn.utils.weight_norm
             warnings.filterwarnings("ignore", category=FutureWarning)
-            vae = AutoencoderOobleck(encoder_hidden_size=4, downsampling_ratios=[2, 4, 4, 8, 8],
+            vae = AutoencoderOobleck(encoder_hidden_size=16, downsampling_ratios=[2, 4, 4, 8, 8],  # 8 latent ch.
                                      channel_multiples=[1, 2, 2, 4, 4], decoder_channels=4,
                                      decoder_input_channels=8, audio_channels=2, sampling_rate=44_100)
     scheduler = CosineDPMSolverMultistepScheduler(sigma_min=0.3, sigma_max=500, sigma_data=1.0,

@@ -1,0 +1,361 @@
+"""An expert-iteration run on disk: resumable at the unit, step and round level, atomic writes,
+sharded across processes under ``accelerate launch`` (generation by prompt, training by DDP).
+
+Folder layout::
+
+    run.json                      settings, prompts (train / held-out), model ids, versions
+    metrics.jsonl                 one line per round (0 = the starting model), rebuilt after each round
+    round_<r>/                    r = 0 .. rounds; round 0 only evaluates the starting model
+        samples/.progress/rank<R>.jsonl   finished generation units (prompt, samples, seeds, scores)
+        samples/targets/p<PPPP>_c<CCC>.pt training target of each sample (MusicGen codes, SA latents)
+        samples/audio/p<PPPP>_c<CCC>.wav  with save_audio
+        samples.jsonl, kept.jsonl, filter.json   every sample; the kept ones; the filter and threshold used
+        train_state.pt            raw weights, AdamW, schedule, EMA, step, RNG and data-order state
+                                  (every save_every steps, atomic; deleted when the round is done)
+        train_log.jsonl           step, loss, learning rate
+        checkpoint/               save_pretrained of the fine-tuned model (EMA weights), + tokenizer
+        done.json                 written last: the round's training is finished
+        eval/                     held-out samples: .progress/, embeddings/p<PPPP>_c<CCC>.pt (the reward's
+                                  CLAP-audio | MERT features), audio/ with save_audio
+        metrics.json              mean reward of fresh held-out samples, kept fraction, Frechet
+                                  distances to round 0 (CLAP / MERT embeddings), diversity
+
+Round r (1-based) generates with round r-1's checkpoint (round 0: the given generator), filters,
+trains and checkpoints; then every round's checkpoint is evaluated on the held-out prompts with the
+same seeds. Rerunning the same command continues where it stopped: finished units, steps (from the
+last ``train_state.pt``) and rounds are not redone, and the weights equal an uninterrupted run's.
+A larger ``rounds`` continues a finished run from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..runio import (
+    append_jsonl,
+    atomic_write_audio,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+)
+from .best_of_n import BestOfNConfig, best_of_n
+from .best_of_n_run import RunMismatchError, load_completed, prepare_run_dir
+from .expert_iter import (
+    ExpertIterConfig,
+    fine_tune,
+    frechet_distance,
+    pairwise_cosine_diversity,
+    select_kept,
+    train_data,
+)
+from .finetune import trainer_for
+
+logger = logging.getLogger(__name__)
+
+IO_SETTINGS = ("rounds", "save_every", "keep_train_state")  # may change on a resume (more rounds: continue)
+__all__ = ["RunMismatchError", "run_expert_iteration", "run_meta"]
+Progress = Callable[[str, int, int], None]  # (phase, advance, total)
+
+
+def item_name(prompt_index: int, sample: int) -> str:
+    return f"p{prompt_index:04d}_c{sample:03d}"
+
+
+def save_tensor(path: Path, tensor: torch.Tensor) -> None:
+    buffer = io.BytesIO()
+    torch.save(tensor, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_tensor(path: Path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class EmbeddingReward:
+    """Wraps the reward for evaluation: returns the scores and keeps the audio embeddings of the
+    last call (``self.last``, ``(B, D)``): the reward's own CLAP-audio / MERT feature blocks, or
+    ``embed(audio, sample_rate)`` when given, or none."""
+
+    def __init__(self, reward, embed: Callable | None = None):
+        self.reward, self.embed, self.last = reward, embed, None
+        self.blocks: list[tuple[str, int]] = []
+        if embed is not None:
+            self.blocks = [("embedding", -1)]
+        elif all(hasattr(reward, name) for name in ("features", "head", "spec")):
+            from ..reward.head import FEATURE_BLOCKS
+
+            self.blocks = [(b, FEATURE_BLOCKS[b]) for b in reward.spec.blocks if b != "text"]
+
+    def __call__(self, audio, sample_rate, prompts):
+        if self.embed is not None:
+            self.last = self.embed(audio, sample_rate).detach().float().cpu()
+            return self.reward(audio, sample_rate, prompts)
+        if not self.blocks:
+            return self.reward(audio, sample_rate, prompts)
+        features = self.reward.features(audio, sample_rate, prompts)
+        self.last = features[:, : sum(width for _, width in self.blocks)].detach().float().cpu()
+        return self.reward.head(features)
+
+    def split(self, embeddings: np.ndarray) -> dict[str, np.ndarray]:
+        """``(..., D)`` -> ``{block: (..., width)}``."""
+        if self.blocks == [("embedding", -1)]:
+            return {"embedding": embeddings}
+        out, start = {}, 0
+        for name, width in self.blocks:
+            out[name], start = embeddings[..., start:start + width], start + width
+        return out
+
+
+def generate_phase(folder: Path, generator, reward, prompts: list[str], config: BestOfNConfig, *, rank: int,
+                   world_size: int, barrier, payload: Callable, payload_dir: str, save_audio: bool, progress,
+                   phase: str) -> np.ndarray:
+    """Generate and score ``config.n`` samples per prompt into ``folder`` (resumable per unit,
+    sharded by prompt); ``payload(audio)`` gives one tensor per sample (or ``None``), saved under
+    ``folder/payload_dir/``. Returns the ``(P, n)`` scores of every process's work."""
+    log = folder / ".progress" / f"rank{rank}.jsonl"
+
+    def on_unit(unit, audio, scores):
+        for c, tensor, clip in zip(unit.candidates, payload(audio), audio):
+            if tensor is not None:
+                save_tensor(folder / payload_dir / f"{item_name(unit.prompt_index, c)}.pt", tensor)
+            if save_audio:
+                atomic_write_audio(folder / "audio" / f"{item_name(unit.prompt_index, c)}.wav", clip,
+                                   generator.sample_rate)
+        append_jsonl(log, [{"prompt_index": unit.prompt_index, "candidates": unit.candidates, "seeds": unit.seeds,
+                            "scores": [float(s) for s in scores]}])
+
+    shard = range(rank, len(prompts), world_size)
+    total = len(shard) * config.n
+    best_of_n(generator, reward, prompts, config=config, completed=load_completed(folder), on_unit=on_unit,
+              prompt_indices=shard, progress=(lambda k: progress(phase, k, total)) if progress else None)
+    barrier()
+    scores = np.full((len(prompts), config.n), np.nan)
+    for (p, c), score in load_completed(folder).items():
+        scores[p, c] = score
+    if np.isnan(scores).any():
+        raise RuntimeError(f"{folder}: some samples are missing after generation")
+    return scores
+
+
+def sample_config(config: ExpertIterConfig, n: int, base_seed: int) -> BestOfNConfig:
+    return BestOfNConfig(n=n, base_seed=base_seed, prompt_prefix=config.prompt_prefix,
+                         reward_prompt=config.reward_prompt, batch_size=min(config.generation_batch_size, n),
+                         bootstrap=0, generation=dict(config.generation))
+
+
+def filter_round(folder: Path, prompts: list[str], scores: np.ndarray, config: ExpertIterConfig, base_seed: int,
+                 is_main: bool) -> tuple[list[tuple[int, int]], dict]:
+    kept, info = select_kept(scores, config)
+    if is_main:
+        kept_set = set(kept)
+        rows = [{"prompt_index": p, "prompt": prompts[p], "sample": c, "seed": base_seed + c,
+                 "score": float(scores[p, c]), "kept": (p, c) in kept_set,
+                 "target": f"samples/targets/{item_name(p, c)}.pt"}
+                for p in range(len(prompts)) for c in range(scores.shape[1])]
+        as_text = lambda rs: "".join(json.dumps(r, sort_keys=True) + "\n" for r in rs)  # noqa: E731
+        atomic_write_text(folder / "samples.jsonl", as_text(rows))
+        atomic_write_text(folder / "kept.jsonl", as_text(r for r in rows if r["kept"]))
+        atomic_write_json(folder / "filter.json", {**info, "kept_reward_mean": float(np.mean(
+            [scores[p, c] for p, c in kept])) if kept else None, "sample_reward_mean": float(scores.mean())})
+    return kept, info
+
+
+def train_round(folder: Path, trainer, kept, prompts, config: ExpertIterConfig, round_index: int, *, rank: int,
+                world_size: int, accelerator, progress, callback) -> dict:
+    """Fine-tune on the kept samples (resuming from ``train_state.pt``); leaves the new weights in the model."""
+    state_path, log_path = folder / "train_state.pt", folder / "train_log.jsonl"
+    digest = hashlib.sha256(json.dumps(kept).encode()).hexdigest()
+    state = load_tensor(state_path) if state_path.is_file() else None
+    if state is not None and state.get("kept_sha256") != digest:
+        raise RunMismatchError(f"{state_path} was saved for another kept set; delete it to restart the round")
+    start = int(state["step"]) if state is not None else 0
+    if rank == 0:  # drop log records of steps after the saved state (they are redone)
+        records = [r for r in read_jsonl(log_path) if r["step"] <= start]
+        atomic_write_text(log_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    data = train_data([load_tensor(folder / "samples" / "targets" / f"{item_name(p, c)}.pt") for p, c in kept],
+                      [config.prompt_prefix + prompts[p] for p, _ in kept])
+    phase = f"round {round_index}: train"
+    if progress and start:
+        progress(phase, start, config.train_steps)
+
+    def save_state(snapshot: dict) -> None:
+        buffer = io.BytesIO()
+        torch.save({**snapshot, "kept_sha256": digest}, buffer)
+        atomic_write_bytes(state_path, buffer.getvalue())
+
+    def on_step(step: int, loss: float, learning_rate: float) -> None:
+        if rank == 0:
+            append_jsonl(log_path, [{"step": step, "loss": loss, "lr": learning_rate}])
+        if progress:
+            progress(phase, 1, config.train_steps)
+        if callback is not None:
+            callback(round_index, step, loss)
+
+    summary = fine_tune(trainer, data, config, round_index, state=state, save_state=save_state, on_step=on_step,
+                        rank=rank, world_size=world_size, accelerator=accelerator)
+    if summary["loss"] is None:  # resumed after the last step: the loss is in the log
+        summary["loss"] = next((r["loss"] for r in reversed(read_jsonl(log_path))), None)
+    return summary
+
+
+def save_checkpoint(folder: Path, trainer) -> None:
+    """``save_pretrained`` into ``checkpoint.tmp`` then rename: ``checkpoint/`` is always complete."""
+    tmp, final = folder / "checkpoint.tmp", folder / "checkpoint"
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_pretrained(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+
+
+def evaluate_round(folder: Path, generator, scorer: EmbeddingReward, prompts: list[str], config: ExpertIterConfig,
+                   reference: Path, *, rank, world_size, barrier, progress, round_index: int) -> dict:
+    """Fresh samples of the current weights on the evaluation prompts: reward, fidelity, diversity."""
+    eval_config = sample_config(config, config.eval_samples_per_prompt, config.eval_seed)
+    scores = generate_phase(folder / "eval", generator, scorer, prompts, eval_config, rank=rank,
+                            world_size=world_size, barrier=barrier, save_audio=config.save_audio,
+                            payload=lambda audio: list(scorer.last) if scorer.last is not None else [None] * len(audio),
+                            payload_dir="embeddings",
+                            progress=progress, phase=f"round {round_index}: eval")
+    metrics = {"eval_reward_mean": float(scores.mean()), "eval_reward_std": float(scores.std()),
+               "eval_samples": int(scores.size)}
+    if not scorer.blocks:
+        return metrics
+
+    def embeddings(root: Path) -> dict[str, np.ndarray]:
+        stacked = np.stack([[load_tensor(root / "eval" / "embeddings" / f"{item_name(p, c)}.pt").numpy()
+                             for c in range(scores.shape[1])] for p in range(len(prompts))])
+        return scorer.split(stacked)  # {block: (P, E, width)}
+
+    current, start = embeddings(folder), embeddings(reference)
+    for block, values in current.items():
+        flat = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731
+        metrics[f"frechet_{block}"] = frechet_distance(flat(values), flat(start[block]))
+        metrics[f"diversity_{block}"] = pairwise_cosine_diversity(values) if values.shape[1] > 1 else None
+    diversities = [metrics[f"diversity_{b}"] for b in current if metrics[f"diversity_{b}"] is not None]
+    metrics["diversity"] = float(np.mean(diversities)) if diversities else None
+    return metrics
+
+
+def run_expert_iteration(
+    generator,
+    reward: Callable,
+    prompts: list[str],
+    config: ExpertIterConfig,
+    out: Path,
+    meta: dict,
+    *,
+    heldout: list[str] | None = None,
+    embed: Callable | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier: Callable[[], None] = lambda: None,
+    accelerator=None,
+    progress: Progress | None = None,
+    callback: Callable[[int, int, float], None] | None = None,
+) -> list[dict] | None:
+    """Run (or resume) expert iteration on the training ``prompts`` into ``out``; evaluate on
+    ``heldout`` (or on ``prompts`` when none). Returns the per-round metrics on rank 0, else ``None``.
+
+    ``embed(audio, sample_rate) -> (B, D)``: the embedding for the fidelity metrics when ``reward``
+    is not a TuneJury reward. ``world_size > 1`` needs an ``accelerate.Accelerator``.
+    ``callback(round, step, loss)`` is called after each optimizer step."""
+    # 1. Folder, trainer, evaluation scorer
+    out, is_main = Path(out), rank == 0
+    if world_size > 1 and accelerator is None:
+        raise ValueError("a multi-process run needs accelerator= (an accelerate.Accelerator)")
+    prepare_run_dir(out, meta, is_main=is_main)
+    barrier()
+    trainer = trainer_for(generator, config.trainable, config.generation)
+    scorer = EmbeddingReward(reward, embed)
+    eval_prompts = list(heldout) if heldout else list(prompts)
+    loaded = 0  # the round whose weights the model holds
+
+    def use_weights(round_index: int) -> None:
+        nonlocal loaded
+        if loaded != round_index:
+            if round_index == 0:
+                raise RuntimeError("the starting weights are no longer in memory")
+            trainer.load_pretrained(out / f"round_{round_index}" / "checkpoint")
+            loaded = round_index
+
+    for r in range(config.rounds + 1):
+        folder = out / f"round_{r}"
+        # 2. Generate, filter, fine-tune, checkpoint (rounds 1..R)
+        if r > 0 and not (folder / "done.json").is_file():
+            use_weights(r - 1)
+            base_seed = config.base_seed + (r - 1) * config.samples_per_prompt
+            scores = generate_phase(folder / "samples", generator, reward, prompts,
+                                    sample_config(config, config.samples_per_prompt, base_seed), rank=rank,
+                                    world_size=world_size, barrier=barrier, payload=trainer.encode,
+                                    payload_dir="targets", save_audio=config.save_audio, progress=progress,
+                                    phase=f"round {r}: generate")
+            kept, info = filter_round(folder, prompts, scores, config, base_seed, is_main)
+            summary = {"steps": 0, "loss": None}
+            if kept:
+                summary = train_round(folder, trainer, kept, prompts, config, r, rank=rank, world_size=world_size,
+                                      accelerator=accelerator, progress=progress, callback=callback)
+            else:
+                logger.warning("round %d: no sample passed the filter (%s); the weights stay as they are", r, info)
+            loaded = r
+            if is_main:
+                save_checkpoint(folder, trainer)
+                atomic_write_json(folder / "done.json", {"round": r, "kept": len(kept), **summary})
+                if not config.keep_train_state:
+                    (folder / "train_state.pt").unlink(missing_ok=True)
+            barrier()
+            logger.info("round %d: kept %d of %d samples (threshold %.4f), trained %d steps", r, len(kept),
+                        info["samples"], info["threshold"], summary["steps"])
+        elif r > 0 and is_main and not config.keep_train_state:  # killed between done.json and the clean-up
+            (folder / "train_state.pt").unlink(missing_ok=True)
+        # 3. Evaluate the round's weights on the held-out prompts
+        if not (folder / "metrics.json").is_file():
+            use_weights(r)
+            metrics = evaluate_round(folder, generator, scorer, eval_prompts, config, out / "round_0", rank=rank,
+                                     world_size=world_size, barrier=barrier, progress=progress, round_index=r)
+            if is_main:
+                atomic_write_json(folder / "metrics.json", {"round": r, "heldout": bool(heldout), **metrics,
+                                                            **round_training_metrics(folder, r)})
+            barrier()
+        if is_main:
+            write_metrics(out, config.rounds)
+    return write_metrics(out, config.rounds) if is_main else None
+
+
+def round_training_metrics(folder: Path, round_index: int) -> dict:
+    if round_index == 0:
+        return {"kept": None, "kept_fraction": None, "threshold": None, "sample_reward_mean": None,
+                "kept_reward_mean": None, "train_loss_first": None, "train_loss_last": None}
+    info = json.loads((folder / "filter.json").read_text())
+    losses = [r["loss"] for r in read_jsonl(folder / "train_log.jsonl")]
+    return {key: info[key] for key in ("kept", "kept_fraction", "threshold", "sample_reward_mean",
+                                       "kept_reward_mean")} | {
+        "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None}
+
+
+def write_metrics(out: Path, rounds: int) -> list[dict]:
+    rows = [json.loads((out / f"round_{r}" / "metrics.json").read_text()) for r in range(rounds + 1)
+            if (out / f"round_{r}" / "metrics.json").is_file()]
+    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+    return rows
+
+
+def run_meta(config: ExpertIterConfig, prompts: list[str], heldout: list[str], generator, reward_info: dict) -> dict:
+    from ..generators.base import library_versions
+
+    settings = asdict(config)
+    io_settings = {key: settings.pop(key) for key in IO_SETTINGS}  # not part of what a resume must match
+    return {"command": "expert-iter", "config": settings, "io_settings": io_settings,
+            "prompts": {"train": list(prompts), "heldout": list(heldout)}, "generator": generator.info(),
+            "reward": reward_info, "versions": library_versions("transformers", "diffusers", "tunejury-align")}
