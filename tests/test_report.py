@@ -51,7 +51,7 @@ def test_not_a_run_folder(tmp_path, capsys):
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER) and os.environ.get("CI") != "true",
                     reason="needs Debian's chromium and chromium-driver (.ci/run installs them; CI never skips)")
-def test_report_renders_in_headless_chromium(debug_run):
+def test_report_renders_in_headless_chromium(debug_run, ditto_run, expert_run):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -64,6 +64,13 @@ def test_report_renders_in_headless_chromium(debug_run):
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
+        for name, run, players in (("ditto", ditto_run, 2), ("expert_iter", expert_run, 2)):
+            driver.get((run / "report.html").resolve().as_uri())
+            assert driver.find_elements("css selector", "svg.chart polyline")
+            assert len(driver.find_elements("css selector", "audio")) == players
+            assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+            ARTIFACTS.mkdir(exist_ok=True)
+            driver.save_screenshot(str(ARTIFACTS / f"{name}_report.png"))
         driver.get((debug_run / "report.html").resolve().as_uri())
         charts = driver.find_elements("css selector", "svg.chart")
         assert charts and all(c.size["width"] > 100 and c.size["height"] > 100 for c in charts)
@@ -92,12 +99,36 @@ def test_report_renders_in_headless_chromium(debug_run):
     json.dumps(durations)
 
 
-def test_ditto_report(tmp_path):
-    out = tmp_path / "ditto"
-    assert main(["ditto", "--config", str(Path(__file__).resolve().parents[1] / "recipes/debug/ditto.yaml"),
-                 "--generator", "debug", "--reward", "debug", "--prompt", "lofi hip hop", "iterations=2",
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+@pytest.fixture(scope="module")
+def ditto_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "ditto"
+    assert main(["ditto", "--config", str(RECIPES / "debug/ditto.yaml"), "--generator", "debug", "--reward", "debug",
+                 "--prompt", "lofi hip hop", "iterations=2", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def expert_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "expert"
+    assert main(["expert-iter", "--config", str(RECIPES / "debug/expert_iter.yaml"), "--generator", "debug",
+                 "--reward", "debug", "--prompt", "lofi hip hop beat", "epic orchestral soundtrack", "rounds=1",
                  "--out", str(out)]) == 0
-    page = (out / "report.html").read_text()
+    return out
+
+
+def test_ditto_report(ditto_run):
+    page = (ditto_run / "report.html").read_text()
     assert "Reward per iteration" in page and "Initial-noise norm" in page
     assert 'src="baseline/p0000.wav"' in page and 'src="optimised/p0000.wav"' in page
     assert "1 of 1 prompts finished" in page
+
+
+def test_expert_iteration_report(expert_run):
+    page = (expert_run / "report.html").read_text()
+    for title in ("Reward of fresh samples", "Kept fraction", "Frechet distance to round 0", "Diversity"):
+        assert title in page
+    assert 'src="round_0/eval/audio/p0000_c000.wav"' in page and 'src="round_1/eval/audio/p0000_c000.wav"' in page

@@ -151,6 +151,9 @@ def cmd_expert_iter(args) -> int:
             diversity = f"{row['diversity']:.4f}" if row.get("diversity") is not None else "-"
             print(f"  {row['round']:<5d}  {row['eval_reward_mean']:<11.4f}  {kept:<10}  {frechet}  {diversity}")
         print(f"  checkpoints: {Path(args.out) / f'round_{config.rounds}' / 'checkpoint'} (from_pretrained)")
+        from .report import build_report
+
+        print(f"report: {build_report(args.out)}")
     return EXIT_OK
 
 

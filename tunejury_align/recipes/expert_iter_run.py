@@ -8,7 +8,7 @@ Folder layout::
     round_<r>/                    r = 0 .. rounds; round 0 only evaluates the starting model
         samples/.progress/rank<R>.jsonl   finished generation units (prompt, samples, seeds, scores)
         samples/targets/p<PPPP>_c<CCC>.pt training target of each sample (MusicGen codes, SA latents)
-        samples/audio/p<PPPP>_c<CCC>.wav  with save_audio
+        samples/audio/p<PPPP>_c<CCC>.wav  sample 0 of each prompt; every sample with save_audio
         samples.jsonl, kept.jsonl, filter.json   every sample; the kept ones; the filter and threshold used
         train_state.pt            raw weights, AdamW, schedule, EMA, step, RNG and data-order state
                                   (every save_every steps, atomic; deleted when the round is done)
@@ -16,7 +16,7 @@ Folder layout::
         checkpoint/               save_pretrained of the fine-tuned model (EMA weights), + tokenizer
         done.json                 written last: the round's training is finished
         eval/                     held-out samples: .progress/, embeddings/p<PPPP>_c<CCC>.pt (the reward's
-                                  CLAP-audio | MERT features), audio/ with save_audio
+                                  CLAP-audio | MERT features), audio/ (sample 0 always, all with save_audio)
         metrics.json              mean reward of fresh held-out samples, kept fraction, Frechet
                                   distances to round 0 (CLAP / MERT embeddings), diversity
 
@@ -130,7 +130,7 @@ def generate_phase(folder: Path, generator, reward, prompts: list[str], config: 
         for c, tensor, clip in zip(unit.candidates, payload(audio), audio):
             if tensor is not None:
                 save_tensor(folder / payload_dir / f"{item_name(unit.prompt_index, c)}.pt", tensor)
-            if save_audio:
+            if save_audio or c == 0:  # sample 0 of each prompt always: the report compares rounds with it
                 atomic_write_audio(folder / "audio" / f"{item_name(unit.prompt_index, c)}.wav", clip,
                                    generator.sample_rate)
         append_jsonl(log, [{"prompt_index": unit.prompt_index, "candidates": unit.candidates, "seeds": unit.seeds,

@@ -105,7 +105,56 @@ def ditto_section(run_dir: Path, run: dict) -> str:
     return "<h2>DITTO</h2>" + "".join(parts)
 
 
+def expert_iter_section(run_dir: Path, run: dict) -> str:
+    metrics = sorted(_jsonl(run_dir / "metrics.jsonl"), key=lambda m: m["round"])
+    rounds = [m["round"] for m in metrics]
+    prompts = run["prompts"]
+    eval_prompts = prompts.get("heldout") or prompts.get("train") or []
+    parts = [f"<p>{len(metrics)} round(s) evaluated (round 0 = the starting model); "
+             f"{len(prompts.get('train', []))} training prompt(s), evaluation on "
+             f"{'held-out' if prompts.get('heldout') else 'training'} prompts.</p>"]
+
+    def series(key: str, label: str) -> Series:
+        pairs = [(m["round"], m[key]) for m in metrics if m.get(key) is not None]
+        return Series(label, [r for r, _ in pairs], [v for _, v in pairs])
+
+    reward = series("eval_reward_mean", "eval reward")
+    if metrics:
+        reward.low = [m["eval_reward_mean"] - m.get("eval_reward_std", 0) for m in metrics]
+        reward.high = [m["eval_reward_mean"] + m.get("eval_reward_std", 0) for m in metrics]
+    parts.append('<div class="charts">'
+                 + line_chart([reward], "Reward of fresh samples (mean ± std)", "round", "reward")
+                 + line_chart([series("kept_fraction", "kept fraction")], "Kept fraction", "round", "fraction")
+                 + line_chart([series("frechet_clap_audio", "CLAP audio"), series("frechet_mert", "MERT")],
+                              "Fidelity: Frechet distance to round 0", "round", "distance")
+                 + line_chart([series("diversity", "diversity")], "Diversity (mean pairwise cosine distance)",
+                              "round", "distance")
+                 + "</div>")
+    last = max(rounds) if rounds else None
+    rows = ["<tr><th>#</th><th>prompt</th><th>round 0</th><th>last round</th></tr>"]
+    for p, prompt in enumerate(eval_prompts):
+        name = f"p{p:04d}_c000.wav"
+        last_cell = audio_player(run_dir, f"round_{last}/eval/audio/{name}", f"round {last}") if last else \
+            '<span class="missing">no round yet</span>'
+        rows.append(f"<tr><td>{p}</td><td>{esc(prompt)}</td>"
+                    f"<td>{audio_player(run_dir, f'round_0/eval/audio/{name}', 'round 0')}</td><td>{last_cell}</td></tr>")
+    parts.append("<h2>Same prompts and seeds: round 0 vs last round</h2><table>" + "".join(rows) + "</table>")
+    table = ["<tr><th>round</th><th>eval reward</th><th>kept</th><th>threshold</th><th>Frechet CLAP / MERT</th>"
+             "<th>diversity</th><th>train loss first → last</th></tr>"]
+    for m in metrics:
+        def fmt(value, spec=".4g"):
+            return "–" if value is None else format(value, spec)
+        table.append(f"<tr><td>{m['round']}</td><td>{fmt(m.get('eval_reward_mean'))}</td>"
+                     f"<td>{fmt(m.get('kept_fraction'), '.0%')}</td><td>{fmt(m.get('threshold'))}</td>"
+                     f"<td>{fmt(m.get('frechet_clap_audio'))} / {fmt(m.get('frechet_mert'))}</td>"
+                     f"<td>{fmt(m.get('diversity'))}</td>"
+                     f"<td>{fmt(m.get('train_loss_first'))} → {fmt(m.get('train_loss_last'))}</td></tr>")
+    parts.append("<h2>Per-round metrics</h2><table>" + "".join(table) + "</table>")
+    return "<h2>Expert iteration</h2>" + "".join(parts)
+
+
 SECTIONS = {
     "best-of-n": best_of_n_section,
     "ditto": ditto_section,
+    "expert-iter": expert_iter_section,
 }

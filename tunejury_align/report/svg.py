@@ -67,9 +67,13 @@ def line_chart(series: list[Series], title: str, x_label: str, y_label: str, *, 
              f'viewBox="0 0 {width} {height}"><title>{html.escape(title)}</title>',
              f'<text x="{width / 2}" y="16" text-anchor="middle" class="chart-title">{html.escape(title)}</text>',
              f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
-    for tick in _ticks(y0, y1):
+    y_ticks = _ticks(y0, y1)
+    step = y_ticks[1] - y_ticks[0] if len(y_ticks) > 1 else abs(y1 - y0) or 1.0
+    decimals = max(0, 1 - math.floor(math.log10(step)))  # enough digits to tell neighbouring ticks apart
+    for tick in y_ticks:
+        label = f"{tick:.{decimals}f}" if decimals <= 6 else _fmt(tick)
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{py(tick):.1f}" y2="{py(tick):.1f}" stroke="#eee"/>'
-                     f'<text x="{left - 6}" y="{py(tick) + 4:.1f}" text-anchor="end" class="tick">{_fmt(tick)}</text>')
+                     f'<text x="{left - 6}" y="{py(tick) + 4:.1f}" text-anchor="end" class="tick">{label}</text>')
     x_ticks = sorted({x for s in series for x in s.x}) if log2_x or len({x for s in series for x in s.x}) <= 12 \
         else [v for v in _ticks(x0, x1)]
     for tick in x_ticks:
