@@ -4,7 +4,6 @@ import argparse
 import json
 import math
 import random
-import sys
 import warnings
 
 import numpy as np
@@ -45,26 +44,10 @@ def write_csv(path, pairs: list[Pair]) -> None:
 
 
 def align(argv: list[str]) -> int:
-    """`align ...` in-process: through ``cli.main`` once the tools are wired into it, else through a
-    parser built with ``add_reward_tool_parsers`` and main's error handling."""
+    """``align ...`` in-process."""
     from tunejury_align import cli
-    from tunejury_align.cli_reward_tools import add_reward_tool_parsers
 
-    commands = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    if "calibrate" in commands.choices:
-        return cli.main(argv)
-    parser = argparse.ArgumentParser(prog="align")
-    add_reward_tool_parsers(parser.add_subparsers(dest="command", required=True), cli.add_reward_options)
-    args = parser.parse_args(argv)
-    from tunejury_align.config import ConfigError
-    from tunejury_align.hub import ModelNotFoundError
-    from tunejury_align.reward.head import CheckpointError
-
-    try:
-        return args.handler(args)
-    except (cli.UsageError, ModelNotFoundError, CheckpointError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return cli.main(argv)
 
 
 def test_fit_recovers_known_biases_with_the_pin():

@@ -3,12 +3,9 @@ adapter and the frozen reward, out-of-memory advice, configs, the example and th
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import inspect
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -183,24 +180,10 @@ def test_example_runs_on_a_pipeline_object(tmp_path, capsys):
 
 # -- the command line --------------------------------------------------------------------------
 def align(argv: list[str]) -> int:
-    """``align ...`` through ``tunejury_align.cli.main`` once it wires ``ditto``; until then, the same
-    error handling around a parser holding only our subcommand."""
+    """``align ...`` in-process."""
     from tunejury_align import cli
 
-    if "add_ditto_parser" in inspect.getsource(cli):
-        return cli.main(argv)
-    from tunejury_align.cli_ditto import add_ditto_parser
-    from tunejury_align.hub import ModelNotFoundError
-    from tunejury_align.recipes.best_of_n_run import RunMismatchError
-
-    parser = argparse.ArgumentParser(prog="align")
-    add_ditto_parser(parser.add_subparsers(dest="command", required=True), cli.add_reward_options)
-    args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except (cli.UsageError, ModelNotFoundError, ConfigError, RunMismatchError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return cli.main(argv)
 
 
 PROMPTS = ["lofi hip hop beat", "epic orchestral soundtrack"]

@@ -1,7 +1,6 @@
 """Expert iteration: filter, metrics, training losses (MusicGen, Stable Audio), the run folder (resume
 after SIGKILL, 2 processes under accelerate), the CLI and the shipped configs."""
 
-import inspect
 import json
 import math
 import os
@@ -44,20 +43,12 @@ RUN_ARGS = ["expert-iter", "--config", str(DEBUG_YAML), "--generator", "debug", 
             "--prompt", *PROMPTS, *RUN_OVERRIDES]
 # Subprocesses use one thread each (what `accelerate launch` gives each process).
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
-WIRED = "add_expert_iter_parser" in inspect.getsource(cli)  # `align expert-iter` listed by tunejury_align.cli
-
-
 def run_main(argv: list[str]) -> int:
-    if WIRED:
-        return cli.main(argv)
-    from tunejury_align.cli_expert_iter import main
-
-    return main(argv)
+    return cli.main(argv)
 
 
 def cli_command(*prefix: str) -> list[str]:
-    module = "tunejury_align" if WIRED else "tunejury_align.cli_expert_iter"
-    return [*(prefix or (sys.executable,)), "-m", module, *RUN_ARGS]
+    return [*(prefix or (sys.executable,)), "-m", "tunejury_align", *RUN_ARGS]
 
 
 def weights(run: Path, round_index: int = 1) -> dict[str, torch.Tensor]:

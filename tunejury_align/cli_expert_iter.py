@@ -155,37 +155,3 @@ def cmd_expert_iter(args) -> int:
 
         print(f"report: {build_report(args.out)}")
     return EXIT_OK
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m tunejury_align.cli_expert_iter expert-iter ...``: the subcommand on its own, with
-    ``align``'s error handling (for use before ``align`` lists it; ``align expert-iter`` is the same)."""
-    import logging
-    import warnings
-
-    from .cli import EXIT_USAGE, UsageError, add_reward_options
-    from .config import ConfigError
-    from .hub import ModelNotFoundError
-    from .recipes.best_of_n_run import RunMismatchError
-    from .reward.head import CheckpointError
-
-    parser = argparse.ArgumentParser(prog="align")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    add_expert_iter_parser(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
-                           add_reward_options)
-    args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore", message=r"torch\.meshgrid", category=UserWarning)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return args.handler(args)
-    except (UsageError, ModelNotFoundError, CheckpointError, ConfigError, RunMismatchError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
