@@ -178,9 +178,7 @@ def tiny_musicgen(seed: int = 0):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import (
         EncodecConfig,
-        MusicgenConfig,
         MusicgenDecoderConfig,
-        MusicgenForConditionalGeneration,
         PreTrainedTokenizerFast,
         T5Config,
     )
@@ -201,17 +199,26 @@ def tiny_musicgen(seed: int = 0):
                                     ffn_dim=64, num_attention_heads=4, hidden_size=32, num_codebooks=4,
                                     pad_token_id=64, bos_token_id=64, decoder_start_token_id=64,
                                     audio_channels=1, dropout=0.0)
+    return build_musicgen(text, audio, decoder, seed), tokenizer
+
+
+def build_musicgen(text, audio, decoder, seed: int):
+    """A random ``MusicgenForConditionalGeneration`` from its three sub-configs (seeded, caller's RNG
+    untouched); the decoder's pad/start token (= its vocabulary size) is set where generate reads it."""
+    from transformers import MusicgenConfig, MusicgenForConditionalGeneration
+
     config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict())
-    config.decoder_start_token_id = 64
-    config.pad_token_id = 64
+    special = decoder.pad_token_id
+    config.decoder_start_token_id = special
+    config.pad_token_id = special
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MusicgenForConditionalGeneration(config).eval()
         for layer in model.audio_encoder.quantizer.layers:  # EnCodec codebooks start as zeros
             layer.codebook.embed.normal_()
-    model.generation_config.decoder_start_token_id = 64
-    model.generation_config.pad_token_id = 64
-    return model, tokenizer
+    model.generation_config.decoder_start_token_id = special
+    model.generation_config.pad_token_id = special
+    return model
 
 
 def musicgen_small_model(seed: int = 0):
@@ -221,9 +228,7 @@ def musicgen_small_model(seed: int = 0):
     The tokenizer is the tiny word-level one of :func:`tiny_musicgen` (ids < 32128 are valid here)."""
     from transformers import (
         EncodecConfig,
-        MusicgenConfig,
         MusicgenDecoderConfig,
-        MusicgenForConditionalGeneration,
         T5Config,
     )
 
@@ -238,17 +243,7 @@ def musicgen_small_model(seed: int = 0):
                                     ffn_dim=4096, num_attention_heads=16, hidden_size=1024, num_codebooks=4,
                                     pad_token_id=2048, bos_token_id=2048, decoder_start_token_id=2048,
                                     audio_channels=1, dropout=0.0, tie_word_embeddings=False)
-    config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict())
-    config.decoder_start_token_id = 2048
-    config.pad_token_id = 2048
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = MusicgenForConditionalGeneration(config).eval()
-        for layer in model.audio_encoder.quantizer.layers:  # EnCodec codebooks start as zeros
-            layer.codebook.embed.normal_()
-    model.generation_config.decoder_start_token_id = 2048
-    model.generation_config.pad_token_id = 2048
-    return model, tokenizer
+    return build_musicgen(text, audio, decoder, seed), tokenizer
 
 
 _TINY_VOCAB_TEXT = [
