@@ -27,8 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from ..hub import ModelNotFoundError, looks_like_repo_id
-from .base import check_generated, check_request, item_generators, library_versions
+from .base import check_generated, check_request, item_generators, library_versions, load_diffusers_pipeline
 
 
 @dataclass
@@ -103,18 +102,10 @@ class AudioLDM2Generator:
     @classmethod
     def from_pretrained(cls, name: str, device=None, dtype=None) -> AudioLDM2Generator:
         """Load ``AudioLDM2Pipeline`` from a hub id (e.g. ``cvssp/audioldm2-music``) or a local folder."""
-        from pathlib import Path
 
         from diffusers import AudioLDM2Pipeline
 
-        hint = (f"On a machine with network run `huggingface-cli download {name}`, or pass a local folder "
-                "saved with save_pretrained.")
-        if not Path(name).expanduser().exists() and not looks_like_repo_id(name):
-            raise ModelNotFoundError(f"AudioLDM 2 '{name}' is neither an existing local folder nor a hub id. {hint}")
-        try:
-            pipe = AudioLDM2Pipeline.from_pretrained(name, torch_dtype=dtype)
-        except OSError as err:
-            raise ModelNotFoundError(f"AudioLDM 2 '{name}' not found: {err}. {hint}") from err
+        pipe = load_diffusers_pipeline(AudioLDM2Pipeline, name, "AudioLDM 2", dtype)
         generator = cls(pipe, name)
         return generator.to(device) if device else generator
 

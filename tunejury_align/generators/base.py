@@ -45,6 +45,25 @@ def check_request(prompts: Sequence[str], seeds: Sequence[int]) -> tuple[list[st
     return prompts, seeds
 
 
+def load_diffusers_pipeline(pipeline_class, name: str, label: str, dtype=None):
+    """``pipeline_class.from_pretrained(name)`` for a hub id or local folder; anything that cannot be
+    found becomes a :class:`~tunejury_align.hub.ModelNotFoundError` naming the model and the fix."""
+    from pathlib import Path
+
+    from ..hub import ModelNotFoundError, looks_like_repo_id
+
+    name = str(name)
+    hint = (f"On a machine with network run `huggingface-cli download {name}`, or pass a local folder "
+            "saved with save_pretrained.")
+    # diffusers raises ValueError (not OSError) for a missing local path: check it first
+    if not Path(name).expanduser().is_dir() and not looks_like_repo_id(name):
+        raise ModelNotFoundError(f"{label} '{name}' not found: no such folder, and not a hub id. {hint}")
+    try:
+        return pipeline_class.from_pretrained(name, torch_dtype=dtype)
+    except OSError as err:
+        raise ModelNotFoundError(f"{label} '{name}' not found: {err}. {hint}") from err
+
+
 def library_versions(*names: str) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 

@@ -27,7 +27,6 @@ decoded audio.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,8 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from ..hub import ModelNotFoundError
-from .base import check_generated, check_request, item_generators, library_versions
+from .base import check_generated, check_request, item_generators, library_versions, load_diffusers_pipeline
 
 
 @dataclass
@@ -87,21 +85,8 @@ class StableAudioGenerator:
     @classmethod
     def from_pretrained(cls, name: str, device=None, dtype=None) -> StableAudioGenerator:
         from diffusers import StableAudioPipeline
-        from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-        name = str(name)
-        hint = (f"On a machine with network run `huggingface-cli download {name}`, "
-                "or pass a local folder saved with save_pretrained.")
-        if not os.path.isdir(name):
-            try:
-                validate_repo_id(name)
-            except HFValidationError:
-                raise ModelNotFoundError(
-                    f"Stable Audio '{name}' not found: no such folder, and not a hub id. {hint}") from None
-        try:
-            pipe = StableAudioPipeline.from_pretrained(name, torch_dtype=dtype)
-        except OSError as err:
-            raise ModelNotFoundError(f"Stable Audio '{name}' not found: {err}. {hint}") from err
+        pipe = load_diffusers_pipeline(StableAudioPipeline, name, "Stable Audio", dtype)
         generator = cls(pipe, name)
         return generator.to(device) if device else generator
 
