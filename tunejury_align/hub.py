@@ -68,7 +68,10 @@ def resolve_file(name: str, default_filename: str, *, what: str) -> Path:
         raise ModelNotFoundError(f"{what}: folder {local} has no '{default_filename}'")
     if not looks_like_repo_id(name):
         raise ModelNotFoundError(f"{what}: '{name}' is neither an existing local path nor a hub id like 'owner/repo'")
+    return hub_file(*split_hub_path(name, default_filename), what=what)
+
+
+def split_hub_path(name: str, default_filename: str) -> tuple[str, str]:
+    """``owner/repo`` -> (``owner/repo``, default file); ``owner/repo/path/f.pt`` -> (``owner/repo``, ``path/f.pt``)."""
     parts = name.split("/")
-    repo_id = "/".join(parts[:2])
-    filename = "/".join(parts[2:]) or default_filename
-    return hub_file(repo_id, filename, what=what)
+    return "/".join(parts[:2]), "/".join(parts[2:]) or default_filename

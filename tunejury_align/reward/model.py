@@ -190,10 +190,9 @@ class TuneJuryReward(nn.Module):
 
 def _hub_sidecar(reward: str) -> dict | None:
     """``<file>.json`` (or ``<stem>.json``) beside a hub checkpoint, if the repo has one."""
-    from ..hub import hub_file
+    from ..hub import hub_file, split_hub_path
 
-    parts = reward.split("/")
-    repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:]) or REWARD_FILE
+    repo_id, filename = split_hub_path(reward, REWARD_FILE)
     stem = filename[: -len(".pt")] if filename.endswith(".pt") else filename
     for candidate in (filename + ".json", stem + ".json"):
         path = hub_file(repo_id, candidate, what="head sidecar", optional=True)
