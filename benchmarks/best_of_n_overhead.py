@@ -194,7 +194,7 @@ def main() -> None:
     model, tokenizer = musicgen_small_model(seed=0)
     adapter = MusicGenGenerator(model, tokenizer, name="musicgen-small-random", is_debug=True).to(device)
     reward = fullsize_reward(seed=0, device=device)
-    config = BestOfNConfig(n=args.n, batch_size=args.batch, bootstrap=200, generation={"duration": args.duration})
+    config = BestOfNConfig(n=args.n, candidates_per_batch=args.batch, bootstrap=200, generation={"duration": args.duration})
     print(f"device={device} threads={torch.get_num_threads()} prompts={args.prompts} x N={args.n} "
           f"batch={args.batch} duration={args.duration} s repeats={args.repeats}; "
           f"models built in {time.perf_counter() - start_all:.0f} s", flush=True)

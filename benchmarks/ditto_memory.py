@@ -78,7 +78,7 @@ def build_generator(layers: int, seconds: float, vae_channels: int, device: str)
 def idle_memory(device: str) -> int:
     import torch
 
-    from tunejury_align.recipes.ditto import PeakMemory
+    from tunejury_align.recipes.measure import PeakMemory
 
     return PeakMemory(torch.device(device)).start()
 
@@ -100,7 +100,7 @@ def main() -> int:
     import torch
 
     from tunejury_align.recipes.ditto import DittoConfig, ditto
-    from tunejury_align.reward.debug import debug_reward
+    from tunejury_align.reward import debug_reward
     from tunejury_align.reward.fullsize import fullsize_reward
 
     warnings.filterwarnings("ignore", message="Should have t")

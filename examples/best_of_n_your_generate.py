@@ -35,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     reward = TuneJuryReward.from_pretrained(args.reward)
     prompts = ["warm piano chords", "bright synth arpeggio"]
-    config = BestOfNConfig(n=args.n, batch_size=4, prompt_prefix="", bootstrap=200)
+    config = BestOfNConfig(n=args.n, candidates_per_batch=4, prompt_prefix="", bootstrap=200)
     result = best_of_n(my_generate, reward, prompts, config=config, sample_rate=SAMPLE_RATE)
     for prompt, winner, row in zip(prompts, result.winners, result.scores):
         print(f"{prompt!r}: winner seed {config.base_seed + winner}, reward {row[winner]:.4f}")

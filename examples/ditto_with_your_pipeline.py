@@ -26,7 +26,7 @@ import torch
 from tunejury_align.generators.stable_audio import tiny_stable_audio
 from tunejury_align.recipes.ditto import DittoConfig, ditto
 from tunejury_align.reward import TuneJuryReward
-from tunejury_align.runio import atomic_write_audio
+from tunejury_align.rundir import atomic_write_audio
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,7 +49,7 @@ def test_curve_is_nested_prefix_maxima_and_non_decreasing():
 
 
 def test_library_best_of_n_with_a_plain_callable():
-    config = BestOfNConfig(n=6, batch_size=4, prompt_prefix="", bootstrap=50)
+    config = BestOfNConfig(n=6, candidates_per_batch=4, prompt_prefix="", bootstrap=50)
     result = best_of_n(toy_generate, loudness_reward, ["a", "b"], config=config, sample_rate=8000)
     assert result.scores.shape == (2, 6)
     direct = loudness_reward(toy_generate(["a"] * 6, [42 + c for c in range(6)]), 8000, None).numpy()
@@ -68,7 +68,7 @@ def test_text_is_encoded_once_per_prompt(reward):
     reward._text_cache.clear()
     reward.clap.embed_text = counting  # instance attribute on our own object, restored below
     try:
-        config = BestOfNConfig(n=4, batch_size=2, prompt_prefix="", bootstrap=0)
+        config = BestOfNConfig(n=4, candidates_per_batch=2, prompt_prefix="", bootstrap=0)
         best_of_n(toy_generate, reward, ["alpha", "beta"], config=config, sample_rate=8000)
     finally:
         del reward.clap.embed_text
@@ -101,7 +101,7 @@ def run_cli(out, *extra):
 # Runs compared byte for byte use one thread per process (what `accelerate launch` gives each process),
 # so that float reductions happen in the same order in every run.
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
-RUN_ARGS = [*DEBUG_ARGS, "--n", "6", "batch_size=2"]
+RUN_ARGS = [*DEBUG_ARGS, "--n", "6", "candidates_per_batch=2"]
 
 
 def cli_subprocess(out, *prefix):
@@ -147,7 +147,7 @@ def test_rerun_is_a_no_op_and_changed_settings_are_refused(reference_run, tmp_pa
     before = (copy / "results.jsonl").read_bytes()
     assert main(["best-of-n", *RUN_ARGS, "--out", str(copy)]) == 0
     assert (copy / "results.jsonl").read_bytes() == before
-    assert main(["best-of-n", *DEBUG_ARGS, "--n", "8", "batch_size=2", "--out", str(copy)]) == 2
+    assert main(["best-of-n", *DEBUG_ARGS, "--n", "8", "candidates_per_batch=2", "--out", str(copy)]) == 2
     assert "different ['config']" in capsys.readouterr().err
 
 

@@ -150,7 +150,7 @@ def test_k_sweep_follows_the_protocol_and_is_deterministic():
 
 
 def test_align_calibrate_writes_what_align_score_reads(tmp_path, capsys):
-    from tunejury_align.cli import load_calibration_offset
+    from tunejury_align.cli.score import load_calibration_offset
 
     path = tmp_path / "pairs.csv"
     write_csv(path, synthetic_pairs(400, seed=5))

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tunejury_align.config import ConfigError, load_config
+from tunejury_align.generators import as_diffusion_generator
 from tunejury_align.generators.audioldm2 import debug_audioldm2
 from tunejury_align.generators.stable_audio import debug_stable_audio
 from tunejury_align.recipes.ditto import (
@@ -19,10 +20,9 @@ from tunejury_align.recipes.ditto import (
     DittoConfig,
     DittoObjective,
     DittoOutOfMemoryError,
-    as_diffusion_generator,
     ditto,
 )
-from tunejury_align.reward.debug import debug_reward
+from tunejury_align.reward import debug_reward
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "lofi hip hop beat with warm piano chords"
@@ -236,7 +236,7 @@ def test_cli_run_resume_and_refusal(tmp_path, capsys, generators, frozen_reward)
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--generator", "debug-musicgen"], "DITTO needs a diffusion generator"),
+    (["--generator", "debug-musicgen"], "needs a diffusion generator .*stable-audio"),
     (["generation.steps=4"], "sampler_steps, not generation.steps"),
     (["generation.temperature=1.0"], "bad generation option .*temperature"),
 ])
@@ -258,7 +258,7 @@ def test_cli_out_of_memory_exits_with_advice(tmp_path, capsys, monkeypatch):
             raise torch.OutOfMemoryError("CUDA out of memory")
         return reward
 
-    monkeypatch.setattr(cli, "load_reward", exhausted_reward)
+    monkeypatch.setattr(cli.common, "load_reward", exhausted_reward)
     out = tmp_path / "run"
     assert align([*CLI_ARGS, "--generator", "debug-audioldm2", "--out", str(out)]) == 1  # AudioLDM2 by name too
     err = capsys.readouterr().err

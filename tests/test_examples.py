@@ -14,6 +14,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
     ("best_of_n_your_generate.py", ["--reward", "debug", "--n", "4"], "N=4: mean best reward"),
     ("make_demo_audio.py", ["{tmp}/demo"], "wrote 3 clips"),
     ("ditto_with_your_pipeline.py", [], "reward"),
+    ("library_quickstart.py", [], "expert iteration: held-out reward per round"),
 ])
 def test_example_runs(script, args, expected, tmp_path):
     args = [a.format(tmp=tmp_path) for a in args]

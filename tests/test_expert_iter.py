@@ -17,27 +17,21 @@ import torch
 from safetensors.torch import load_file
 
 import tunejury_align.cli as cli
+import tunejury_align.cli.common as cli_common
 from tunejury_align.config import ConfigError, load_config
-from tunejury_align.generators.musicgen import MusicGenGenerator, debug_musicgen
-from tunejury_align.recipes.expert_iter import (
-    ExpertIterConfig,
-    TrainData,
-    fine_tune,
-    frechet_distance,
-    global_batch,
-    pairwise_cosine_diversity,
-    select_kept,
-    split_prompts,
-)
-from tunejury_align.recipes.expert_iter_run import run_expert_iteration, run_meta
-from tunejury_align.recipes.finetune import MusicGenTrainer, trainer_for
-from tunejury_align.runio import read_jsonl
+from tunejury_align.generators import trainer_for
+from tunejury_align.generators.musicgen import MusicGenGenerator, MusicGenTrainer, debug_musicgen
+from tunejury_align.recipes.expert_iter import ExpertIterConfig, select_kept, split_prompts
+from tunejury_align.recipes.expert_iter_run import expert_iter_run_meta, run_expert_iteration
+from tunejury_align.recipes.finetune import TrainData, fine_tune, global_batch
+from tunejury_align.reward.metrics import frechet_distance, pairwise_cosine_diversity
+from tunejury_align.rundir import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBUG_YAML = ROOT / "recipes/debug/expert_iter.yaml"
 PROMPTS = ["lofi hip hop beat", "epic orchestral soundtrack", "jazz trio"]
 # The resume / 2-process runs: 2 training prompts, 1 held-out, 40 steps with a state save every 4.
-RUN_OVERRIDES = ["rounds=1", "samples_per_prompt=3", "heldout_fraction=0.34", "batch_size=4", "train_steps=40",
+RUN_OVERRIDES = ["rounds=1", "samples_per_prompt=3", "heldout_fraction=0.34", "train_batch_size=4", "train_steps=40",
                  "save_every=4"]
 RUN_ARGS = ["expert-iter", "--config", str(DEBUG_YAML), "--generator", "debug", "--reward", "debug", "--device", "cpu",
             "--prompt", *PROMPTS, *RUN_OVERRIDES]
@@ -81,7 +75,7 @@ def torch_on_one_thread():
 
 @pytest.fixture(scope="module")
 def debug_reward_model():
-    from tunejury_align.reward.debug import debug_reward
+    from tunejury_align.reward import debug_reward
 
     return debug_reward()
 
@@ -89,14 +83,14 @@ def debug_reward_model():
 @pytest.fixture()
 def patched_reward(monkeypatch, debug_reward_model):
     """``--reward debug`` in-process without rebuilding the debug reward (same seeded weights)."""
-    monkeypatch.setattr(cli, "load_reward", lambda args: debug_reward_model)
+    monkeypatch.setattr(cli_common, "load_reward", lambda args: debug_reward_model)
 
 
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory, debug_reward_model):
     out = tmp_path_factory.mktemp("reference") / "run"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cli, "load_reward", lambda args: debug_reward_model)
+        patch.setattr(cli_common, "load_reward", lambda args: debug_reward_model)
         assert run_main([*RUN_ARGS, "--out", str(out)]) == 0
     return out
 
@@ -166,7 +160,7 @@ def test_gradient_accumulation_takes_the_same_step():
         generator = debug_musicgen()
         trainer = trainer_for(generator)
         codes = torch.randint(0, 64, (4, 4, 20), generator=torch.Generator().manual_seed(0))
-        config = ExpertIterConfig(batch_size=4, gradient_accumulation_steps=accumulation, train_steps=2,
+        config = ExpertIterConfig(train_batch_size=4, gradient_accumulation_steps=accumulation, train_steps=2,
                                   learning_rate=1e-3, ema_decay=0.0)
         fine_tune(trainer, TrainData(codes, PROMPTS + ["rock"]), config, round_index=1)
         return {k: v.clone() for k, v in trainer.parameters_to_train().items()}
@@ -212,7 +206,7 @@ def test_stable_audio_v_objective_matches_the_scheduler_and_trains_the_dit(tiny_
     assert all(p.grad is None for p in generator.pipe.vae.parameters())
     trainer.train_mode(False)
     before = {k: v.clone() for k, v in trainer.parameters_to_train().items()}
-    config = ExpertIterConfig(batch_size=2, train_steps=2, learning_rate=1e-3, ema_decay=0.5)
+    config = ExpertIterConfig(train_batch_size=2, train_steps=2, learning_rate=1e-3, ema_decay=0.5)
     fine_tune(trainer, TrainData(latents, ["lofi hip hop beat", "jazz trio"]), config, round_index=1)
     after = trainer.parameters_to_train()
     assert any(not torch.equal(before[k], after[k]) for k in before)
@@ -228,9 +222,9 @@ def test_stable_audio_run_with_a_plain_reward(tiny_stable_audio_generator, tmp_p
     def embed(audio, sample_rate):  # (B, 16): mean level of 16 stretches of the mono mix
         return torch.nn.functional.adaptive_avg_pool1d(audio.mean(dim=1, keepdim=True).abs(), 16).squeeze(1)
 
-    config = ExpertIterConfig(rounds=1, samples_per_prompt=2, keep_per_prompt=1, train_steps=2, batch_size=2,
+    config = ExpertIterConfig(rounds=1, samples_per_prompt=2, keep_per_prompt=1, train_steps=2, train_batch_size=2,
                               learning_rate=1e-3, ema_decay=0.0, eval_samples_per_prompt=2, heldout_fraction=0.0)
-    meta = run_meta(config, ["lofi hip hop beat", "jazz trio"], [], generator, {"reward": "loudness"})
+    meta = expert_iter_run_meta(config, ["lofi hip hop beat", "jazz trio"], [], generator, {"reward": "loudness"})
     rows = run_expert_iteration(generator, loudness, ["lofi hip hop beat", "jazz trio"], config, tmp_path / "run",
                                 meta, embed=embed)
     assert [r["round"] for r in rows] == [0, 1] and rows[1]["kept"] == 2 and rows[1]["heldout"] is False
@@ -324,7 +318,7 @@ def test_threshold_flag_beats_the_yaml_filter_and_nothing_kept_keeps_the_weights
 @pytest.mark.parametrize("extra, message", [
     (["--keep-top", "0.1", "keep_per_prompt=2"], "one filter"),
     (["--heldout", "/nonexistent/heldout.txt"], "prompts file .* not found"),
-    (["batch_size=3", "gradient_accumulation_steps=2"], "multiple of gradient_accumulation_steps"),
+    (["train_batch_size=3", "gradient_accumulation_steps=2"], "multiple of gradient_accumulation_steps"),
     (["trainable=[nothing_matches]"], "match no parameter"),
 ])
 def test_bad_inputs_fail_before_any_generation(tmp_path, capsys, extra, message):
@@ -340,7 +334,7 @@ def test_bad_inputs_fail_before_any_generation(tmp_path, capsys, extra, message)
 def test_crash_mid_training_resumes_to_identical_weights(reference_run, tmp_path, debug_reward_model):
     config = load_config(ExpertIterConfig, DEBUG_YAML, RUN_OVERRIDES)
     train, heldout = split_prompts(PROMPTS, config.heldout_fraction, config.heldout_seed)
-    meta = run_meta(config, train, heldout, debug_musicgen(), cli.reward_info(debug_reward_model))
+    meta = expert_iter_run_meta(config, train, heldout, debug_musicgen(), debug_reward_model)
 
     class Crash(Exception):
         pass

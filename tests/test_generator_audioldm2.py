@@ -67,10 +67,10 @@ def test_reload_and_generate(generator):
 
 
 def test_candidate_depends_only_on_its_prompt_and_seed(generator):
-    together = generator.generate(PROMPTS, [5, 6, 7], batch_size=3, **FAST)
-    alone = generator.generate(PROMPTS, [5, 6, 7], batch_size=1, **FAST)
+    together = generator.generate(PROMPTS, [5, 6, 7], max_batch_size=3, **FAST)
+    alone = generator.generate(PROMPTS, [5, 6, 7], max_batch_size=1, **FAST)
     companions = generator.generate(["epic orchestral soundtrack with brass and drums", PROMPTS[0]], [11, 5],
-                                    batch_size=2, **FAST)
+                                    max_batch_size=2, **FAST)
     torch.testing.assert_close(together, alone, rtol=0, atol=1e-5)
     torch.testing.assert_close(companions[1], together[0], rtol=0, atol=1e-5)
     assert (together[0] - generator.generate(PROMPTS[:1], [6], **FAST)[0]).abs().max() > 1e-3  # the seed matters

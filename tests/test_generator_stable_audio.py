@@ -47,9 +47,9 @@ def test_reloaded_generator_outputs_audio(generator, saved_tiny):
 
 
 def test_candidate_is_a_function_of_its_prompt_and_seed(generator):
-    together = generator.generate(PROMPTS, [5, 6, 7], batch_size=3, **FAST)
-    one_by_one = generator.generate(PROMPTS, [5, 6, 7], batch_size=1, **FAST)
-    other_companions = generator.generate([PROMPTS[0], PROMPTS[1]], [9, 6], batch_size=2, **FAST)
+    together = generator.generate(PROMPTS, [5, 6, 7], max_batch_size=3, **FAST)
+    one_by_one = generator.generate(PROMPTS, [5, 6, 7], max_batch_size=1, **FAST)
+    other_companions = generator.generate([PROMPTS[0], PROMPTS[1]], [9, 6], max_batch_size=2, **FAST)
     torch.testing.assert_close(together, one_by_one, atol=1e-5, rtol=0)
     torch.testing.assert_close(together[1], other_companions[1], atol=1e-5, rtol=0)
     assert not torch.allclose(together[0], other_companions[0], atol=1e-3)  # another seed, other audio

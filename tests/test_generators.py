@@ -36,9 +36,9 @@ def test_musicgen_loads_from_hub_id_and_local_folder(musicgen_hub, tmp_path):
 def test_musicgen_candidate_is_a_function_of_prompt_and_seed(musicgen_hub):
     generator = load_generator("facebook/musicgen-small")
     together = generator.generate(["jazz trio", "epic orchestral", "jazz trio"], [3, 4, 5], duration=0.4,
-                                  batch_size=3)
+                                  max_batch_size=3)
     alone = generator.generate(["jazz trio"], [5], duration=0.4)
-    companions = generator.generate(["ambient synth pad", "jazz trio"], [9, 5], duration=0.4, batch_size=2)
+    companions = generator.generate(["ambient synth pad", "jazz trio"], [9, 5], duration=0.4, max_batch_size=2)
     torch.testing.assert_close(together[2], alone[0], atol=1e-5, rtol=0)
     torch.testing.assert_close(companions[1], alone[0], atol=1e-5, rtol=0)
     assert (together[0] - together[2]).abs().max() > 1e-3  # another seed, another candidate

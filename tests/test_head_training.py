@@ -51,7 +51,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-FAST = dict(lr=1e-3, batch_size=64, max_epochs=20, patience=5, exclude=["mert", "text"])
+FAST = dict(lr=1e-3, train_batch_size=64, max_epochs=20, patience=5, exclude=["mert", "text"])
 
 
 def test_training_reaches_high_accuracy_and_reloads_into_the_reward(hub_cache, tmp_path):

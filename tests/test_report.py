@@ -18,7 +18,7 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 def debug_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "run"
     assert main(["best-of-n", "--n", "4", "--generator", "debug", "--reward", "debug", "--prompt", "lofi hip hop",
-                 "jazz trio", "generation.duration=1.0", "batch_size=2", "--out", str(out)]) == 0
+                 "jazz trio", "generation.duration=1.0", "candidates_per_batch=2", "--out", str(out)]) == 0
     return out
 
 

@@ -1,3 +1,5 @@
+"""`python -m tunejury_align` runs `align`."""
+
 import sys
 
 from .cli import main

@@ -16,6 +16,15 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the recipe's config dataclass."""
 
 
+#: keys of earlier releases -> what they are called now (each name means one thing)
+RENAMED = {
+    "batch_size": "candidates_per_batch (best-of-N, expert iteration's sampling), train_batch_size (expert "
+                  "iteration's and head training's optimizer steps) or generation.max_batch_size (a generator's "
+                  "forward passes)",
+    "generation_batch_size": "candidates_per_batch",
+}
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b=value`` -> (["a", "b"], value parsed as YAML scalar: numbers, true/false, null, strings)."""
     if "=" not in text:
@@ -57,7 +66,8 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] | None
     unknown = sorted(set(values) - names)
     if unknown:
         where = f" in {path}" if path else ""
-        raise ConfigError(f"unknown config key(s) {unknown}{where}; valid keys: {sorted(names)}")
+        renamed = "".join(f"; '{key}' is now {RENAMED[key]}" for key in unknown if key in RENAMED)
+        raise ConfigError(f"unknown config key(s) {unknown}{where}{renamed}; valid keys: {sorted(names)}")
     try:
         return cls(**values)
     except (TypeError, ValueError) as err:

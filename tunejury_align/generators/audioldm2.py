@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from .base import check_generated, check_request, item_generators, library_versions, load_diffusers_pipeline
+from ..tiny_tokenizers import DEBUG_CORPUS, tiny_roberta_tokenizer, tiny_t5_tokenizer, words_of
+from .base import Family, check_generated, check_request, item_generators, library_versions, load_diffusers_pipeline
 
 
 @dataclass
@@ -38,7 +39,7 @@ class AudioLDM2Options:
     guidance_scale: float = 3.5  # classifier-free guidance weight; <= 1 disables guidance
     duration: float = 10.0  # seconds of audio per candidate
     negative_prompt: str = ""  # unconditional text for guidance ("" = the pipeline's default)
-    batch_size: int = 4  # candidates per sampling call in generate()
+    max_batch_size: int = 4  # most candidates per sampling call in generate()
 
     def __post_init__(self):
         if int(self.steps) != self.steps or self.steps < 1:
@@ -49,9 +50,9 @@ class AudioLDM2Options:
             raise ValueError(f"duration must be > 0 seconds, got {self.duration}")
         if not isinstance(self.negative_prompt, str):
             raise TypeError(f"negative_prompt must be a string, got {type(self.negative_prompt).__name__}")
-        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size}")
-        self.steps, self.batch_size = int(self.steps), int(self.batch_size)
+        if int(self.max_batch_size) != self.max_batch_size or self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be an integer >= 1, got {self.max_batch_size}")
+        self.steps, self.max_batch_size = int(self.steps), int(self.max_batch_size)
 
 
 @dataclass
@@ -155,8 +156,9 @@ class AudioLDM2Generator:
         opts = self.options(**options)
         prompts, seeds = check_request(prompts, seeds)
         audios = []
-        for start in range(0, len(prompts), opts.batch_size):
-            chunk_prompts, chunk_seeds = prompts[start:start + opts.batch_size], seeds[start:start + opts.batch_size]
+        for start in range(0, len(prompts), opts.max_batch_size):
+            chunk_prompts = prompts[start:start + opts.max_batch_size]
+            chunk_seeds = seeds[start:start + opts.max_batch_size]
             audio = self.sample(chunk_prompts, self.initial_noise(chunk_seeds, opts.duration), options=opts)
             audios.append(check_generated(audio.clamp(-1.0, 1.0), len(chunk_prompts), self.name))
         return torch.cat(audios)
@@ -217,31 +219,7 @@ class AudioLDM2Generator:
         if guidance > 1.0:
             noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
             noise_pred = noise_pred_uncond + guidance * (noise_pred_text - noise_pred_uncond)
-        return self._ddim_step(noise_pred, int(t), latents)
-
-    def _ddim_step(self, model_output: torch.Tensor, t: int, sample: torch.Tensor) -> torch.Tensor:
-        """``DDIMScheduler.step`` with eta = 0 (DDIM paper, eq. 12), as differentiable tensor maths."""
-        scheduler = self.pipe.scheduler
-        config = scheduler.config
-        prev_t = t - config.num_train_timesteps // scheduler.num_inference_steps
-        alpha_prod_t = scheduler.alphas_cumprod[t]
-        alpha_prod_t_prev = scheduler.alphas_cumprod[prev_t] if prev_t >= 0 else scheduler.final_alpha_cumprod
-        beta_prod_t = 1 - alpha_prod_t
-        if config.prediction_type == "epsilon":
-            pred_original_sample = (sample - beta_prod_t ** (0.5) * model_output) / alpha_prod_t ** (0.5)
-            pred_epsilon = model_output
-        elif config.prediction_type == "sample":
-            pred_original_sample = model_output
-            pred_epsilon = (sample - alpha_prod_t ** (0.5) * pred_original_sample) / beta_prod_t ** (0.5)
-        elif config.prediction_type == "v_prediction":
-            pred_original_sample = (alpha_prod_t**0.5) * sample - (beta_prod_t**0.5) * model_output
-            pred_epsilon = (alpha_prod_t**0.5) * model_output + (beta_prod_t**0.5) * sample
-        else:
-            raise ValueError(f"unsupported DDIM prediction_type '{config.prediction_type}'")
-        if config.clip_sample:
-            pred_original_sample = pred_original_sample.clamp(-config.clip_sample_range, config.clip_sample_range)
-        pred_sample_direction = (1 - alpha_prod_t_prev) ** (0.5) * pred_epsilon
-        return alpha_prod_t_prev ** (0.5) * pred_original_sample + pred_sample_direction
+        return pipe.scheduler.step(noise_pred, t, latents, eta=0.0, return_dict=False)[0]  # DDIM, eq. 12
 
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str], options: AudioLDM2Options) -> _Conditioning:
@@ -331,17 +309,11 @@ def tiny_audioldm2(seed: int = 0):
         SpeechT5HifiGanConfig,
         T5Config,
         T5EncoderModel,
-        T5Tokenizer,
     )
-
-    from ..reward.tiny import DEBUG_CORPUS, tiny_roberta_tokenizer
 
     tokenizer = tiny_roberta_tokenizer()  # byte-level BPE, trained in-process
     tokenizer.model_max_length = 32
-    words = sorted({w for line in DEBUG_CORPUS for w in line.lower().replace(",", " ").split()})
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -3.0)]
-    pieces += [("\u2581" + w, -1.0) for w in words] + [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
-    tokenizer_2 = T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=32)  # Unigram, no sentencepiece file
+    tokenizer_2 = tiny_t5_tokenizer(words_of(DEBUG_CORPUS), space_score=-3.0, max_length=32)  # Unigram
     scheduler = DDIMScheduler(beta_start=0.0015, beta_end=0.0195, beta_schedule="scaled_linear", clip_sample=False,
                               set_alpha_to_one=False, steps_offset=1, timestep_spacing="leading",
                               prediction_type="epsilon")
@@ -389,3 +361,8 @@ def debug_audioldm2(seed: int = 0) -> AudioLDM2Generator:
     and 1 s of audio, so ``generate`` with no options takes well under a second."""
     return AudioLDM2Generator(tiny_audioldm2(seed), name="debug-audioldm2", is_debug=True,
                               default_options={"steps": 2, "duration": 1.0})
+
+
+FAMILY = Family(
+    name="audioldm2", summary="AudioLDM 2 (cvssp/audioldm2-music), diffusers",
+    adapter=AudioLDM2Generator, debug=debug_audioldm2, pipeline_classes=("AudioLDM2Pipeline",))

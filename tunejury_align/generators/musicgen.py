@@ -8,18 +8,30 @@ Per-candidate seeding: transformers samples with the global RNG, so a candidate 
 the rest of the batch. We run ``generate`` greedily over logits that :class:`SeededSampler` has
 already turned into one chosen token per row: it applies classifier-free guidance's output,
 temperature, top-k and top-p itself and draws each batch item's tokens from that item's own
-``torch.Generator``. Candidate i is then a function of (prompt i, seed i) only.
+``torch.Generator``. Candidate i is then a function of (prompt i, seed i) only. Temperature, top-k and top-p are
+transformers' own ``TemperatureLogitsWarper`` / ``TopKLogitsWarper`` / ``TopPLogitsWarper``, in the
+order ``generate`` applies them.
+
+Fine-tuning (:class:`MusicGenTrainer`, expert iteration): the kept audio is encoded with the model's
+own EnCodec (first ``num_codebooks`` residual codebooks); the loss is transformers'
+``MusicgenForConditionalGeneration(labels=...)`` teacher-forced cross-entropy, averaged over
+codebooks, on labels laid out in MusicGen's delay pattern (codebook k shifted by k steps, the other
+positions ``pad_token_id``, which the loss ignores) -- the layout ``generate`` produces. A share of
+items (``condition_dropout``) gets the all-zero encoder states and attention mask of ``generate``'s
+null input, so the unconditional branch classifier-free guidance uses keeps being trained.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from ..hub import ModelNotFoundError
-from .base import check_generated, check_request, item_generators, library_versions
+from ..tiny_tokenizers import tiny_word_tokenizer, words_of
+from .base import Family, Trainer, check_generated, check_request, item_generators, library_versions
 
 
 @dataclass
@@ -31,7 +43,7 @@ class MusicGenOptions:
     top_p: float = 0.0  # 0 disables nucleus sampling
     temperature: float = 1.0
     guidance_scale: float = 3.0
-    batch_size: int = 8  # candidates per generate() call
+    max_batch_size: int = 8  # most candidates per model.generate() call
 
     def __post_init__(self):
         if self.duration <= 0:
@@ -40,32 +52,38 @@ class MusicGenOptions:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0.0 <= self.top_p <= 1.0:
             raise ValueError(f"top_p must be in [0, 1], got {self.top_p}")
-        if self.top_k < 0 or self.batch_size < 1:
-            raise ValueError("top_k must be >= 0 and batch_size >= 1")
+        if self.top_k < 0 or self.max_batch_size < 1:
+            raise ValueError("top_k must be >= 0 and max_batch_size >= 1")
 
 
 def _logits_processor_classes():
-    from transformers import LogitsProcessor, LogitsProcessorList
+    from transformers import (
+        LogitsProcessor,
+        LogitsProcessorList,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
 
     class SeededSampler(LogitsProcessor):
-        """Samples one token per row with per-item generators and returns one-hot logits."""
+        """Samples one token per row with per-item generators and returns one-hot logits. The
+        distribution is transformers' own: temperature, then top-k, then top-p, as ``generate``
+        orders its warpers."""
 
         def __init__(self, generators: list[torch.Generator], num_codebooks: int, temperature: float,
                      top_k: int, top_p: float):
             self.generators, self.num_codebooks = generators, num_codebooks
-            self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+            self.warpers = [TemperatureLogitsWarper(temperature)]
+            if top_k:
+                self.warpers.append(TopKLogitsWarper(top_k))
+            if 0.0 < top_p < 1.0:
+                self.warpers.append(TopPLogitsWarper(top_p))
 
         def __call__(self, input_ids, scores):
-            scores = scores.float() / self.temperature
-            if self.top_k:
-                kth = torch.topk(scores, min(self.top_k, scores.shape[-1]), dim=-1).values[..., -1:]
-                scores = scores.masked_fill(scores < kth, float("-inf"))
+            scores = scores.float()
+            for warper in self.warpers:
+                scores = warper(input_ids, scores)
             probs = scores.softmax(dim=-1)
-            if 0.0 < self.top_p < 1.0:
-                sorted_probs, order = probs.sort(dim=-1, descending=True)
-                drop = sorted_probs.cumsum(dim=-1) - sorted_probs > self.top_p  # keep the smallest nucleus
-                sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-                probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
             rows_per_item = probs.shape[0] // len(self.generators)
             chosen = torch.cat([
                 torch.multinomial(probs[i * rows_per_item:(i + 1) * rows_per_item], 1, generator=g)
@@ -144,8 +162,8 @@ class MusicGenGenerator:
         """``prompts``/``seeds`` (B each) -> ``(B, C, T)`` float32 audio; options: :class:`MusicGenOptions`."""
         opts = self.options(**options)
         prompts, seeds = check_request(prompts, seeds)
-        audios = [self._generate_batch(prompts[i:i + opts.batch_size], seeds[i:i + opts.batch_size], opts)
-                  for i in range(0, len(prompts), opts.batch_size)]
+        audios = [self._generate_batch(prompts[i:i + opts.max_batch_size], seeds[i:i + opts.max_batch_size], opts)
+                  for i in range(0, len(prompts), opts.max_batch_size)]
         return torch.cat(audios)
 
     def _generate_batch(self, prompts: list[str], seeds: list[int], opts: MusicGenOptions) -> torch.Tensor:
@@ -175,21 +193,10 @@ def _model_class(model_type: str):
 def tiny_musicgen(seed: int = 0):
     """(model, tokenizer): a tiny random MusicGen of the real architecture (T5 encoder, EnCodec 32 kHz
     at 50 frames/s with 4 codebooks, MusicGen decoder), built in-process without the hub."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (
-        EncodecConfig,
-        MusicgenDecoderConfig,
-        PreTrainedTokenizerFast,
-        T5Config,
-    )
+    from transformers import EncodecConfig, MusicgenDecoderConfig, T5Config
 
-    words = sorted({w for line in _TINY_VOCAB_TEXT for w in line.lower().replace(",", " ").split()})
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>",
-                                        unk_token="<unk>", model_max_length=64)
-    text = T5Config(vocab_size=len(vocab), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
+    tokenizer = tiny_word_tokenizer(words_of(_TINY_VOCAB_TEXT))
+    text = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
                     decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
     audio = EncodecConfig(sampling_rate=32_000, audio_channels=1, hidden_size=32, num_filters=4,
                           num_residual_layers=1, upsampling_ratios=[8, 5, 4, 4], codebook_size=64,
@@ -258,3 +265,83 @@ def debug_musicgen(seed: int = 0) -> MusicGenGenerator:
     model, tokenizer = tiny_musicgen(seed)
     return MusicGenGenerator(model, tokenizer, name="debug-musicgen", is_debug=True,
                              default_options={"duration": 2.0})
+
+
+class MusicGenTrainer(Trainer):
+    """Teacher-forced token loss of a transformers ``MusicgenForConditionalGeneration``."""
+
+    family = "musicgen"
+    default_trainable = (r"^decoder\.", r"^enc_to_dec_proj\.")
+    untrainable = (r"^audio_encoder\.",)
+
+    def __init__(self, generator, trainable: Sequence[str] | None = None, generation: dict | None = None):
+        if type(generator.model).__name__ != "MusicgenForConditionalGeneration":
+            raise TypeError(f"expert iteration trains MusicgenForConditionalGeneration, not "
+                            f"{type(generator.model).__name__} (MusicGen-melody is not supported)")
+        self.generator, self.model, self.root = generator, generator.model, generator.model
+        decoder = self.model.config.decoder
+        if decoder.decoder_start_token_id is None or decoder.pad_token_id is None:
+            raise ValueError("the MusicGen decoder config needs decoder_start_token_id and pad_token_id for training")
+        self.pad_token_id = int(decoder.pad_token_id)
+        self.num_codebooks = int(decoder.num_codebooks)
+        self.stereo = int(getattr(decoder, "audio_channels", 1)) == 2
+        self._select(trainable)
+
+    @torch.no_grad()
+    def encode(self, audio: torch.Tensor) -> torch.Tensor:
+        """``(B, C, T)`` audio at the model's rate -> ``(B, K, L)`` int32 EnCodec codes (stereo
+        models: left/right codebooks interleaved, as ``generate`` decodes them)."""
+        audio = audio.to(self.device, torch.float32)
+        channels = [audio[:, :1], audio[:, 1:2]] if self.stereo else [audio[:, :1]]
+        per_channel = self.num_codebooks // len(channels)
+        codes = []
+        for wave in channels:
+            out = self.model.audio_encoder.encode(wave)
+            if out.audio_codes.shape[0] != 1 or out.audio_codes.shape[2] < per_channel:
+                raise ValueError(f"EnCodec gave codes of shape {tuple(out.audio_codes.shape)}; need 1 chunk and "
+                                 f">= {per_channel} codebooks")
+            codes.append(out.audio_codes[0, :, :per_channel])  # residual VQ: a prefix of the codebooks
+        if self.stereo:
+            return torch.stack(codes, dim=2).flatten(1, 2).to(torch.int32).cpu()  # (B, K/2, 2, L) -> (B, K, L)
+        return codes[0].to(torch.int32).cpu()
+
+    def delayed_labels(self, codes: torch.Tensor) -> torch.Tensor:
+        """``(B, K, L)`` codes -> ``(B, L + D, K)`` labels in the delay pattern (``D`` = the largest
+        delay, ``K - 1`` mono, ``K / 2 - 1`` stereo): ``labels[:, k + d_k + t, k]`` = code ``t`` of
+        codebook ``k``, everything else ``pad_token_id``. The model shifts them right behind
+        ``decoder_start_token_id``, so the decoder sees exactly what ``generate`` feeds it."""
+        batch, num_codebooks, length = codes.shape
+        delays = [k // 2 if self.stereo else k for k in range(num_codebooks)]
+        labels = torch.full((batch, num_codebooks, length + max(delays)), self.pad_token_id, dtype=torch.long,
+                            device=codes.device)
+        for k, delay in enumerate(delays):
+            labels[:, k, delay:delay + length] = codes[:, k]
+        return labels.transpose(1, 2)
+
+    def loss(self, targets: torch.Tensor, texts: Sequence[str], seeds: Sequence[int],
+             condition_dropout: float = 0.0) -> torch.Tensor:
+        """Mean cross-entropy over codebooks and frames of ``(B, K, L)`` codes given ``texts``."""
+        device = self.device
+        keep = torch.tensor([float(torch.rand(1, generator=g).item() >= condition_dropout)
+                             for g in item_generators(seeds)], device=device)
+        inputs = self.generator.tokenizer(list(texts), padding=True, return_tensors="pt").to(device)
+        hidden = self.model.text_encoder(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask)[0]
+        attention_mask = inputs.attention_mask * keep[:, None].long()
+        labels = self.delayed_labels(targets.to(device=device, dtype=torch.long))
+        out = self.model(attention_mask=attention_mask, encoder_outputs=(hidden * keep[:, None, None],),
+                         labels=labels, use_cache=False)
+        return out.loss
+
+    def save_pretrained(self, path: Path) -> None:
+        self.model.save_pretrained(path)
+        self.generator.tokenizer.save_pretrained(path)
+
+    def load_pretrained(self, path: Path) -> None:
+        loaded = type(self.model).from_pretrained(path, torch_dtype=next(self.model.parameters()).dtype)
+        self.model.load_state_dict(loaded.state_dict())
+
+
+FAMILY = Family(
+    name="musicgen", summary="MusicGen (facebook/musicgen-small|medium|large|melody), transformers",
+    adapter=MusicGenGenerator, debug=debug_musicgen, config_model_types=("musicgen", "musicgen_melody"),
+    trainer=MusicGenTrainer)

@@ -12,29 +12,52 @@ Per-candidate seeding. Candidate i depends on two random sources, both a functio
 
 * the initial latent noise, drawn from ``torch.Generator().manual_seed(seed_i)`` exactly as the
   pipeline's ``prepare_latents`` draws it from a list of generators;
-* the SDE noise of ``CosineDPMSolverMultistepScheduler``: its ``step`` builds a diffusers
-  ``BatchedBrownianTree`` that holds one ``torchsde.BrownianInterval`` per batch item, seeded with
-  ``generator.initial_seed()`` of that item's generator when ``step`` gets a *list* of generators.
-  Each interval has its own size-(C, L) path and its own seeded ``torch.Generator``s (the global
-  RNG is untouched), and every item sees the same sequence of queries, so item i's Brownian path
-  depends on seed i alone. We always pass one generator per item (seeded with its noise seed),
-  which is also what ``pipe(..., generator=[g_0, ..., g_B-1])`` does: both give the same audio.
+* the SDE noise of ``CosineDPMSolverMultistepScheduler``: given a *list* of generators, its ``step``
+  builds a ``BatchedBrownianTree`` of one ``torchsde.BrownianInterval`` per item, seeded with that
+  item's ``generator.initial_seed()`` (own path, own seeded generators, the same queries for every
+  item), so item i's Brownian path depends on seed i alone. We pass one generator per item, as
+  ``pipe(..., generator=[g_0, ..., g_B-1])`` does: both give the same audio.
 
 The number of latent frames is always ``transformer.config.sample_size`` (the model's full window,
 47.55 s for Stable Audio Open); as in the pipeline, ``duration`` conditions the model and crops the
-decoded audio.
+decoded audio. The conditioning (:meth:`StableAudioGenerator.conditioning`) is cached per (prompts,
+duration, guidance): DITTO's iterations and best-of-N's batches do not re-encode the prompt.
+
+Fine-tuning (:class:`StableAudioTrainer`, expert iteration): the kept audio, zero-padded to the model's
+window, is encoded to the VAE posterior mean; the loss is the v-objective of stable-audio-tools'
+``DiffusionCondTrainingWrapper`` (the code Stable Audio Open was trained with): ``t ~ U[0, 1)`` (1 % of
+items set to ``t = 1``), ``alpha, sigma = cos(pi t / 2), sin(pi t / 2)``, DiT input ``alpha x0 + sigma
+eps`` at timestep ``t``, target ``v = alpha eps - sigma x0``, MSE. In diffusers' terms
+(``CosineDPMSolverMultistepScheduler``, ``sigma_data = 1``, v-prediction) it is the noise level ``s =
+tan(pi t / 2)`` with ``precondition_noise(s) = t``. Dropped items (``condition_dropout``) get the null
+(all-zero) cross-attention states.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .base import check_generated, check_request, item_generators, library_versions, load_diffusers_pipeline
+from ..tiny_tokenizers import tiny_t5_tokenizer
+from .base import (
+    Family,
+    Trainer,
+    check_generated,
+    check_request,
+    item_generators,
+    library_versions,
+    load_diffusers_pipeline,
+)
+
+CONDITIONING_CACHE_SIZE = 8
 
 
 @dataclass
@@ -45,7 +68,7 @@ class StableAudioOptions:
     guidance_scale: float = 7.0  # classifier-free guidance weight; 1 disables guidance
     duration: float = 10.0  # seconds, at most the model's window (47.55 s for Stable Audio Open)
     negative_prompt: str = ""  # "" = the null (all-zero) unconditional embedding, as in the pipeline
-    batch_size: int = 4  # candidates per denoising batch in generate()
+    max_batch_size: int = 4  # most candidates per denoising batch in generate()
 
     def __post_init__(self):
         if self.steps < 1:
@@ -56,8 +79,8 @@ class StableAudioOptions:
             raise ValueError(f"duration must be > 0 seconds, got {self.duration}")
         if not isinstance(self.negative_prompt, str):
             raise TypeError(f"negative_prompt must be a string, got {type(self.negative_prompt).__name__}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
 
 
 class StableAudioGenerator:
@@ -81,6 +104,7 @@ class StableAudioGenerator:
         self.sample_rate = int(pipe.vae.config.sampling_rate)
         self.default_options = dict(default_options or {})
         StableAudioOptions(**self.default_options)  # fail early on a bad default
+        self._conditioning_cache: OrderedDict = OrderedDict()
 
     @classmethod
     def from_pretrained(cls, name: str, device=None, dtype=None) -> StableAudioGenerator:
@@ -97,7 +121,12 @@ class StableAudioGenerator:
 
     def to(self, device) -> StableAudioGenerator:
         self.pipe.to(device)
+        self.clear_cache()
         return self
+
+    def clear_cache(self) -> None:
+        """Forget cached conditioning (after the text encoder or projection model changed)."""
+        self._conditioning_cache.clear()
 
     @property
     def device(self) -> torch.device:
@@ -148,27 +177,59 @@ class StableAudioGenerator:
         opts = self.options(**options)
         prompts, seeds = check_request(prompts, seeds)
         audios = []
-        for i in range(0, len(prompts), opts.batch_size):
-            chunk_prompts, chunk_seeds = prompts[i:i + opts.batch_size], seeds[i:i + opts.batch_size]
+        for i in range(0, len(prompts), opts.max_batch_size):
+            chunk_prompts, chunk_seeds = prompts[i:i + opts.max_batch_size], seeds[i:i + opts.max_batch_size]
             audio = self.sample(chunk_prompts, self.initial_noise(chunk_seeds), noise_seeds=chunk_seeds, options=opts)
             audios.append(check_generated(audio.clamp(-1.0, 1.0), len(chunk_prompts), self.name))
         return torch.cat(audios)
 
+    def conditioning(self, prompts: Sequence[str], duration: float, guided: bool = False,
+                     negative_prompt: str = ""):
+        """The DiT's conditioning as ``StableAudioPipeline.__call__`` builds it: ``(cross-attention
+        states (B', L, D), global states (B', 1, D_g), rotary embedding)`` with ``B' = 2B`` when
+        ``guided`` (rows ``[unconditional; conditional]``: the negative prompt's embedding, or the
+        null (all-zero) embedding when ``negative_prompt`` is empty) and ``B' = B`` otherwise.
+        Differentiable in the text encoder and projection model's parameters (fine-tuning)."""
+        from diffusers.models.embeddings import get_1d_rotary_pos_embed
+
+        pipe, device, batch_size = self.pipe, self.device, len(prompts)
+        negative = [negative_prompt] * batch_size if guided and negative_prompt else None
+        # 2. Encode the prompts (T5 + projection; negative prompt first when given)
+        prompt_embeds = pipe.encode_prompt(list(prompts), device, guided, negative)
+        # 3. Encode the duration [0, duration] seconds and build the cross-attention / global states
+        seconds_start, seconds_end = pipe.encode_duration(0.0, duration, device, guided and negative is not None,
+                                                          batch_size)
+        cross = torch.cat([prompt_embeds, seconds_start, seconds_end], dim=1)
+        global_states = torch.cat([seconds_start, seconds_end], dim=2)
+        if guided and negative is None:  # null unconditional embedding
+            cross = torch.cat([torch.zeros_like(cross), cross])
+            global_states = torch.cat([global_states, global_states])
+        # 7. Rotary positional embedding
+        rotary = get_1d_rotary_pos_embed(pipe.rotary_embed_dim, pipe.transformer.config.sample_size +
+                                         global_states.shape[1], use_real=True, repeat_interleave_real=False)
+        return cross, global_states, rotary
+
+    @torch.no_grad()
+    def cached_conditioning(self, prompts: Sequence[str], duration: float, guided: bool, negative_prompt: str):
+        """:meth:`conditioning` without gradients, cached for the last few requests."""
+        key = (tuple(prompts), float(duration), bool(guided), negative_prompt)
+        if key not in self._conditioning_cache:
+            self._conditioning_cache[key] = self.conditioning(prompts, duration, guided, negative_prompt)
+            while len(self._conditioning_cache) > CONDITIONING_CACHE_SIZE:
+                self._conditioning_cache.popitem(last=False)
+        self._conditioning_cache.move_to_end(key)
+        return self._conditioning_cache[key]
+
     def sample(self, prompts: Sequence[str], initial_noise: torch.Tensor, *, noise_seeds: Sequence[int],
                options: StableAudioOptions | None = None, checkpoint_steps: bool = False,
                decode: bool = True) -> torch.Tensor:
-        """Unrolled, differentiable sampler: ``(B,)`` prompts, ``(B, C, L)`` standard-normal
-        ``initial_noise`` (see :meth:`initial_noise`) and ``(B,)`` ``noise_seeds`` for the SDE noise
-        -> ``(B, C_audio, T)`` decoded audio (not clamped), or the ``(B, C, L)`` final latents when
-        ``decode=False``.
-
-        Mirrors ``diffusers.StableAudioPipeline.__call__`` (text-to-audio path, one waveform per
-        prompt, ``audio_start_in_s=0``, ``audio_end_in_s=duration``); with the same prompts, noise and
-        ``generator=[torch.Generator().manual_seed(s) for s in noise_seeds]`` both give the same audio.
-        Not wrapped in ``no_grad``: under grad the result keeps its graph to ``initial_noise``.
-        ``checkpoint_steps=True`` recomputes each step's transformer call in backward
-        (``torch.utils.checkpoint``; ignored when grad is disabled); the scheduler update stays outside the checkpoint because it is
-        stateful (step index, multistep history, Brownian tree) and cheap.
+        """Unrolled, differentiable sampler: ``(B,)`` prompts, ``(B, C, L)`` standard-normal ``initial_noise``
+        and ``(B,)`` ``noise_seeds`` (SDE noise) -> ``(B, C_audio, T)`` audio (not clamped), or the final
+        ``(B, C, L)`` latents with ``decode=False``. Mirrors ``StableAudioPipeline.__call__`` (text-to-audio,
+        one waveform per prompt): with ``generator=[torch.Generator().manual_seed(s) for s in noise_seeds]``
+        both give the same audio. Under grad the result keeps its graph to ``initial_noise``;
+        ``checkpoint_steps=True`` recomputes each transformer call in backward (the scheduler update, stateful
+        and cheap, stays outside the checkpoint).
         """
         opts = options if options is not None else self.options()
         pipe, prompts, noise_seeds = self.pipe, list(prompts), [int(s) for s in noise_seeds]
@@ -182,20 +243,10 @@ class StableAudioGenerator:
                              f"({batch_size}, {config.in_channels}, {config.sample_size})")
         self._check_duration(opts.duration)
         do_classifier_free_guidance = opts.guidance_scale > 1.0
-        negative_prompt = [opts.negative_prompt] * batch_size if opts.negative_prompt else None
-
-        with torch.no_grad():  # the conditioning does not depend on the noise
-            # 2. Encode the prompts (T5 + projection; negative prompt first when given)
-            prompt_embeds = pipe.encode_prompt(prompts, device, do_classifier_free_guidance, negative_prompt)
-            # 3. Encode the duration [0, duration] seconds and build the cross-attention / global states
-            seconds_start, seconds_end = pipe.encode_duration(
-                0.0, opts.duration, device, do_classifier_free_guidance and negative_prompt is not None, batch_size)
-            text_audio_duration_embeds = torch.cat([prompt_embeds, seconds_start, seconds_end], dim=1)
-            audio_duration_embeds = torch.cat([seconds_start, seconds_end], dim=2)
-            if do_classifier_free_guidance and negative_prompt is None:  # null unconditional embedding
-                text_audio_duration_embeds = torch.cat(
-                    [torch.zeros_like(text_audio_duration_embeds), text_audio_duration_embeds])
-                audio_duration_embeds = torch.cat([audio_duration_embeds, audio_duration_embeds])
+        # 2.-3. Encode the prompts, the duration and the rotary embedding (cached; no grad: they do not
+        # depend on the noise)
+        text_audio_duration_embeds, audio_duration_embeds, rotary_embedding = self.cached_conditioning(
+            prompts, opts.duration, do_classifier_free_guidance, opts.negative_prompt)
 
         # 4. Prepare timesteps on a fresh scheduler (keeps the pipeline's own scheduler untouched)
         scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
@@ -207,13 +258,6 @@ class StableAudioGenerator:
 
         # 6. Per-item generators: the scheduler seeds one Brownian tree per item from initial_seed()
         noise_generators = item_generators(noise_seeds, device)
-
-        # 7. Prepare rotary positional embedding
-        from diffusers.models.embeddings import get_1d_rotary_pos_embed
-
-        rotary_embedding = get_1d_rotary_pos_embed(
-            pipe.rotary_embed_dim, latents.shape[2] + audio_duration_embeds.shape[1],
-            use_real=True, repeat_interleave_real=False)
 
         def guided_velocity(model_input: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             """``(B, C, L)`` preconditioned latents -> ``(B, C, L)`` guided v-prediction at ``t``."""
@@ -258,14 +302,11 @@ def tiny_stable_audio(seed: int = 0):
         StableAudioPipeline,
         StableAudioProjectionModel,
     )
-    from transformers import T5Config, T5EncoderModel, T5Tokenizer
+    from transformers import T5Config, T5EncoderModel
 
-    # A Unigram T5 tokenizer from a small vocabulary (no sentencepiece): whole words, then letters.
-    words = sorted({w for line in _TINY_VOCAB_TEXT for w in line.split()})
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
-    vocab += [("\u2581" + w, -1.0) for w in words] + [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
-    tokenizer = T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=16)
-    text_config = T5Config(vocab_size=len(vocab), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
+    tokenizer = tiny_t5_tokenizer(sorted({w for line in _TINY_VOCAB_TEXT for w in line.split()}), space_score=-2.0,
+                                  max_length=16)
+    text_config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
                            pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -300,3 +341,86 @@ def debug_stable_audio(seed: int = 0) -> StableAudioGenerator:
     """:func:`tiny_stable_audio` as a generator whose ``default_options`` are 4 steps and 2 s clips."""
     return StableAudioGenerator(tiny_stable_audio(seed), name="debug-stable-audio", is_debug=True,
                                 default_options={"steps": 4, "duration": 2.0})
+
+
+class StableAudioTrainer(Trainer):
+    """v-objective diffusion loss of a diffusers ``StableAudioPipeline``'s DiT."""
+
+    family = "stable-audio"
+    default_trainable = (r"^transformer\.",)
+    untrainable = (r"^vae\.",)
+    terminal_fraction = 0.01  # items trained at t = 1 (stable-audio-tools' terminal-SNR share)
+
+    def __init__(self, generator, trainable: Sequence[str] | None = None, generation: dict | None = None):
+        self.generator, self.pipe = generator, generator.pipe
+        scheduler = self.pipe.scheduler.config
+        if scheduler.get("prediction_type") != "v_prediction" or scheduler.get("sigma_data", 1.0) != 1.0:
+            raise NotImplementedError("the Stable Audio loss is implemented for a v-prediction scheduler with "
+                                      f"sigma_data = 1 (got {scheduler.get('prediction_type')}, "
+                                      f"{scheduler.get('sigma_data')})")
+        latent_channels = self.pipe.vae.config.encoder_hidden_size // 2  # the encoder gives mean and scale
+        if latent_channels != self.pipe.transformer.config.in_channels:
+            raise ValueError(f"the VAE encodes to {latent_channels} latent channels but the DiT takes "
+                             f"{self.pipe.transformer.config.in_channels}: this pipeline cannot be trained on its "
+                             "own VAE latents")
+        self.root = nn.ModuleDict({name: getattr(self.pipe, name)
+                                   for name in ("transformer", "projection_model", "text_encoder", "vae")})
+        self.duration = generator.options(**(generation or {})).duration  # the loss is conditioned on it
+        self._select(trainable)
+
+    @torch.no_grad()
+    def encode(self, audio: torch.Tensor) -> torch.Tensor:
+        """``(B, C, T)`` audio -> ``(B, C_latent, sample_size)`` VAE posterior means of the audio
+        zero-padded (or cropped) to the window the pipeline always denoises."""
+        window = int(self.pipe.transformer.config.sample_size * self.pipe.vae.hop_length)
+        audio = nn.functional.pad(audio[..., :window], (0, max(0, window - audio.shape[-1])))
+        vae = self.pipe.vae
+        return vae.encode(audio.to(self.device, vae.dtype)).latent_dist.mean.float().cpu()
+
+    def draws(self, seeds: Sequence[int], latent_shape, condition_dropout: float):
+        """Per item from ``torch.Generator(seed)``: ``t (B,)``, ``noise (B, *latent_shape)``, ``keep (B,)``."""
+        times, noises, keeps = [], [], []
+        for g in item_generators(seeds):
+            t = torch.rand(1, generator=g)
+            terminal = torch.rand(1, generator=g) < self.terminal_fraction
+            times.append(torch.where(terminal, torch.ones_like(t), t))
+            noises.append(torch.randn(tuple(latent_shape), generator=g))
+            keeps.append((torch.rand(1, generator=g) >= condition_dropout).float())
+        return torch.cat(times), torch.stack(noises), torch.cat(keeps)
+
+    def loss(self, targets: torch.Tensor, texts: Sequence[str], seeds: Sequence[int],
+             condition_dropout: float = 0.0) -> torch.Tensor:
+        """MSE between the DiT's v-prediction and ``alpha eps - sigma x0`` for ``(B, C, L)`` latents."""
+        device, dtype = self.device, self.pipe.transformer.dtype
+        latents = targets.to(device, torch.float32)
+        t, noise, keep = self.draws(seeds, latents.shape[1:], condition_dropout)
+        t, noise, keep = t.to(device), noise.to(device), keep.to(device)
+        alpha, sigma = torch.cos(t * math.pi / 2)[:, None, None], torch.sin(t * math.pi / 2)[:, None, None]
+        noised = alpha * latents + sigma * noise
+        cross, global_states, rotary = self.generator.conditioning(texts, self.duration)
+        cross = cross * keep[:, None, None]  # dropped items: the null (all-zero) condition
+        velocity = self.pipe.transformer(noised.to(dtype), t.to(dtype), encoder_hidden_states=cross,
+                                         global_hidden_states=global_states, rotary_embedding=rotary,
+                                         return_dict=False)[0]
+        return nn.functional.mse_loss(velocity.float(), alpha * noise - sigma * latents)
+
+    def save_pretrained(self, path: Path) -> None:
+        self.pipe.save_pretrained(path)
+
+    def load_pretrained(self, path: Path) -> None:
+        from diffusers import StableAudioPipeline
+
+        loaded = StableAudioPipeline.from_pretrained(path, torch_dtype=self.pipe.transformer.dtype)
+        for name, module in self.root.items():
+            module.load_state_dict(getattr(loaded, name).state_dict())
+        self.generator.clear_cache()
+
+    def train_mode(self, on: bool) -> None:
+        super().train_mode(on)
+        self.generator.clear_cache()  # the text encoder / projection model may be trained
+
+
+FAMILY = Family(
+    name="stable-audio", summary="Stable Audio Open (stabilityai/stable-audio-open-1.0), diffusers",
+    adapter=StableAudioGenerator, debug=debug_stable_audio, pipeline_classes=("StableAudioPipeline",),
+    trainer=StableAudioTrainer)

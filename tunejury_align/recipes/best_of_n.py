@@ -4,8 +4,11 @@ Generate ``n`` candidates per prompt with seeds ``base_seed + c``, score them wi
 batches, keep each prompt's best. The "mean best reward vs N" curve reads N = 1, 2, 4, ... n as nested
 prefixes of the same draw, with a bootstrap 95 % interval over prompts.
 
-Work is done in units of ``batch_size`` candidates of one prompt (generated and scored together), so
-a resumed or sharded run repeats exactly the computations of an uninterrupted one.
+Work is done in units of ``candidates_per_batch`` candidates of one prompt (generated and scored
+together), so a resumed or sharded run repeats exactly the computations of an uninterrupted one.
+
+The library default adds no prompt prefix; the published protocol's prefix ("high quality
+instrumental music, ") is set in the shipped YAML recipes (``recipes/<generator>/best_of_n.yaml``).
 """
 
 from __future__ import annotations
@@ -16,23 +19,26 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..generators.base import CallableGenerator, Generator
+from ..generators import as_generator
+from ..generators.base import Generator
 
 REWARD_PROMPT_MODES = ("prompt", "generation", "empty")
 
 
 @dataclass
 class BestOfNConfig:
-    """Best-of-N settings (defaults: the published protocol)."""
+    """Best-of-N settings (defaults: the published protocol's N and seeds, no prompt prefix)."""
 
     n: int = field(default=32, metadata={"help": "candidates per prompt"})
     base_seed: int = field(default=42, metadata={"help": "candidate c uses seed base_seed + c"})
-    prompt_prefix: str = field(default="high quality instrumental music, ",
-                               metadata={"help": "prepended to each prompt for generation"})
+    prompt_prefix: str = field(default="", metadata={
+        "help": "prepended to each prompt for generation (the published recipes use 'high quality instrumental "
+                "music, ')"})
     reward_prompt: str = field(default="prompt", metadata={
         "help": "text the reward sees: 'prompt' (the user's prompt), 'generation' (with the prefix) or "
                 "'empty' (the empty-prompt protocol of the published score distributions)"})
-    batch_size: int = field(default=8, metadata={"help": "candidates of one prompt generated and scored together"})
+    candidates_per_batch: int = field(default=8, metadata={
+        "help": "candidates of one prompt generated and scored together (the unit of resume)"})
     save_all: bool = field(default=False, metadata={"help": "write every candidate's audio, not only winners"})
     bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the curve's 95 % interval"})
     bootstrap_seed: int = field(default=0, metadata={"help": "seed of the bootstrap resampling"})
@@ -40,8 +46,8 @@ class BestOfNConfig:
         "help": "generator options (e.g. duration, top_k, temperature, guidance_scale, steps)"})
 
     def __post_init__(self):
-        if self.n < 1 or self.batch_size < 1:
-            raise ValueError("n and batch_size must be >= 1")
+        if self.n < 1 or self.candidates_per_batch < 1:
+            raise ValueError("n and candidates_per_batch must be >= 1")
         if self.reward_prompt not in REWARD_PROMPT_MODES:
             raise ValueError(f"reward_prompt must be one of {REWARD_PROMPT_MODES}, got {self.reward_prompt!r}")
         if self.bootstrap < 0:
@@ -50,7 +56,7 @@ class BestOfNConfig:
 
 @dataclass
 class Unit:
-    """``batch_size`` consecutive candidates of one prompt."""
+    """``candidates_per_batch`` consecutive candidates of one prompt."""
 
     prompt_index: int
     candidates: list[int]
@@ -59,34 +65,32 @@ class Unit:
 
 @dataclass
 class BestOfNResult:
-    scores: np.ndarray  # (P, n)
-    winners: list[int]  # best candidate index per prompt
+    """Every candidate's score, each prompt's winner and its audio, and the mean-best-reward curve."""
+
+    scores: np.ndarray  # (P, n); NaN where a prompt is not finished
+    winners: list[int]  # best candidate index per prompt (-1: not finished)
     curve: list[dict]  # [{"n", "mean", "low", "high"}]
+    winner_audio: list[torch.Tensor | None] = field(default_factory=list)  # (C, T) per prompt; None where
+    # the winner was not generated in this call (a resumed run's earlier work: read it from the run folder)
+    sample_rate: int | None = None
+
+    @property
+    def winner_scores(self) -> list[float]:
+        return [float(row[w]) if w >= 0 else float("nan") for row, w in zip(self.scores, self.winners)]
 
 
 def plan_units(num_prompts: int, config: BestOfNConfig, prompt_indices: Iterable[int] | None = None) -> list[Unit]:
     indices = range(num_prompts) if prompt_indices is None else prompt_indices
     units = []
     for p in indices:
-        for start in range(0, config.n, config.batch_size):
-            candidates = list(range(start, min(config.n, start + config.batch_size)))
+        for start in range(0, config.n, config.candidates_per_batch):
+            candidates = list(range(start, min(config.n, start + config.candidates_per_batch)))
             units.append(Unit(p, candidates, [config.base_seed + c for c in candidates]))
     return units
 
 
 def reward_texts(prompt: str, config: BestOfNConfig) -> str:
     return {"prompt": prompt, "generation": config.prompt_prefix + prompt, "empty": ""}[config.reward_prompt]
-
-
-def as_generator(generator, sample_rate: int | None = None) -> Generator:
-    """An adapter as is; a plain ``generate(prompts, seeds) -> (B, C, T)`` callable wrapped."""
-    if hasattr(generator, "generate") and hasattr(generator, "sample_rate"):
-        return generator
-    if callable(generator):
-        if sample_rate is None:
-            raise ValueError("a plain generate callable needs sample_rate=...")
-        return CallableGenerator(generator, sample_rate=sample_rate, name=getattr(generator, "__name__", "callable"))
-    raise TypeError(f"not a generator: {type(generator).__name__}")
 
 
 def run_unit(generator: Generator, reward: Callable, prompt: str, unit: Unit, config: BestOfNConfig):
@@ -110,10 +114,11 @@ def best_of_n(
     prompt_indices: Iterable[int] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> BestOfNResult:
-    """Best-of-N over ``prompts``; returns every candidate's score, the winners and the curve.
+    """Best-of-N over ``prompts``; returns every candidate's score, the winners, their audio and the curve.
 
-    ``generator``: an adapter (``generate(prompts, seeds, **options)``, ``sample_rate``) or a plain
-    callable ``generate(prompts, seeds) -> (B, C, T)`` with ``sample_rate=``. ``reward``: any
+    ``generator``: an adapter (``generate(prompts, seeds, **options)``, ``sample_rate``), a library
+    object of a registered family (e.g. a diffusers pipeline) or a plain callable
+    ``generate(prompts, seeds) -> (B, C, T)`` with ``sample_rate=``. ``reward``: any
     ``reward(audio (B, C, T), sample_rate, prompts) -> (B,)``. ``completed`` maps (prompt index,
     candidate) to scores already computed (skipped; a unit is redone unless all its candidates are
     there); ``on_unit(unit, audio, scores)`` is called after each unit (the CLI writes files there);
@@ -128,6 +133,7 @@ def best_of_n(
         raise ValueError("no prompts")
     scores = np.full((len(prompts), config.n), np.nan)
     completed = completed or {}
+    best_audio: dict[int, tuple[float, int, torch.Tensor]] = {}  # prompt -> (score, candidate, audio)
     for unit in plan_units(len(prompts), config, prompt_indices):
         known = [completed.get((unit.prompt_index, c)) for c in unit.candidates]
         if all(k is not None for k in known):
@@ -135,11 +141,19 @@ def best_of_n(
         else:
             audio, unit_scores = run_unit(generator, reward, prompts[unit.prompt_index], unit, config)
             scores[unit.prompt_index, unit.candidates] = unit_scores.numpy()
+            top = int(torch.argmax(unit_scores))
+            held = best_audio.get(unit.prompt_index)
+            if held is None or float(unit_scores[top]) > held[0]:  # the earliest candidate wins ties
+                best_audio[unit.prompt_index] = (float(unit_scores[top]), unit.candidates[top], audio[top])
             if on_unit is not None:
                 on_unit(unit, audio, unit_scores)
         if progress is not None:
             progress(len(unit.candidates))
-    return summarize(scores, config)
+    result = summarize(scores, config)
+    result.sample_rate = int(generator.sample_rate)
+    result.winner_audio = [best_audio[p][2] if p in best_audio and best_audio[p][1] == w else None
+                           for p, w in enumerate(result.winners)]
+    return result
 
 
 def summarize(scores: np.ndarray, config: BestOfNConfig) -> BestOfNResult:

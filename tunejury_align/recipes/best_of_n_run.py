@@ -1,6 +1,6 @@
 """A best-of-N run on disk: resumable, atomic, shardable across processes (``accelerate launch``).
 
-Folder layout::
+Folder layout (written through :mod:`tunejury_align.rundir`)::
 
     run.json                 settings, prompts, model ids, versions, checkpoint hashes
     .progress/rank<R>.jsonl  append-only log of finished units (fsync'd), one per process
@@ -15,22 +15,24 @@ so the results equal an uninterrupted run's.
 
 from __future__ import annotations
 
-import logging
+import json
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..runio import append_jsonl, atomic_write_audio, atomic_write_json, atomic_write_text, read_jsonl
+from ..rundir import (
+    atomic_write_audio,
+    atomic_write_json,
+    atomic_write_text,
+    is_debug,
+    load_unit_scores,
+    log_unit,
+    prepare_run_dir,
+    score_matrix,
+)
 from .best_of_n import BestOfNConfig, Unit, best_of_n, summarize
-
-logger = logging.getLogger(__name__)
-
-
-class RunMismatchError(ValueError):
-    """The output folder holds a run made with different settings."""
 
 
 def winner_path(prompt_index: int) -> str:
@@ -39,35 +41,6 @@ def winner_path(prompt_index: int) -> str:
 
 def candidate_path(prompt_index: int, candidate: int) -> str:
     return f"candidates/p{prompt_index:04d}_c{candidate:02d}.wav"
-
-
-def fingerprint(meta: dict) -> dict:
-    """What must match for a folder to be resumed: settings, prompts, models (not timings)."""
-    return {key: meta[key] for key in ("config", "prompts", "generator", "reward")}
-
-
-def prepare_run_dir(out: Path, meta: dict, is_main: bool) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    existing = out / "run.json"
-    if existing.is_file():
-        import json
-
-        previous = json.loads(existing.read_text())
-        if fingerprint(previous) != fingerprint(meta):
-            changed = [k for k in fingerprint(meta) if previous.get(k) != meta.get(k)]
-            raise RunMismatchError(f"{out} holds a run with different {changed}; use another --out to start a new "
-                                   "run, or the same settings to resume it")
-    elif is_main:
-        atomic_write_json(existing, meta)
-
-
-def load_completed(out: Path) -> dict[tuple[int, int], float]:
-    completed = {}
-    for log in sorted((out / ".progress").glob("rank*.jsonl")):
-        for record in read_jsonl(log):
-            for c, score in zip(record["candidates"], record["scores"]):
-                completed[(record["prompt_index"], c)] = score
-    return completed
 
 
 def run_best_of_n(
@@ -88,8 +61,7 @@ def run_best_of_n(
     out = Path(out)
     prepare_run_dir(out, meta, is_main=rank == 0)
     barrier()
-    completed = load_completed(out)
-    log = out / ".progress" / f"rank{rank}.jsonl"
+    completed = load_unit_scores(out)
     best: dict[int, float] = {}
     for (p, _), score in completed.items():
         best[p] = max(best.get(p, -np.inf), score)
@@ -103,8 +75,7 @@ def run_best_of_n(
         if float(scores[top]) > best.get(unit.prompt_index, -np.inf):  # earliest candidate wins ties
             best[unit.prompt_index] = float(scores[top])
             atomic_write_audio(out / winner_path(unit.prompt_index), audio[top], sample_rate)
-        append_jsonl(log, [{"prompt_index": unit.prompt_index, "candidates": unit.candidates,
-                            "seeds": unit.seeds, "scores": [float(s) for s in scores]}])
+        log_unit(out, rank, unit.prompt_index, unit.candidates, unit.seeds, scores)
 
     best_of_n(generator, reward, prompts, config=config, completed=completed, on_unit=on_unit,
               prompt_indices=range(rank, len(prompts), world_size), progress=progress)
@@ -116,12 +87,7 @@ def run_best_of_n(
 
 def write_results(out: Path, prompts: list[str], config: BestOfNConfig, meta: dict) -> dict:
     """Merge the progress logs into results.jsonl and curve.json (atomically)."""
-    import json
-
-    completed = load_completed(out)
-    scores = np.full((len(prompts), config.n), np.nan)
-    for (p, c), score in completed.items():
-        scores[p, c] = score
+    scores = score_matrix(load_unit_scores(out), len(prompts), config.n)
     result = summarize(scores, config)
     models = {"generator": meta["generator"], "reward": meta["reward"], "versions": meta["versions"]}
     lines = []
@@ -136,15 +102,7 @@ def write_results(out: Path, prompts: list[str], config: BestOfNConfig, meta: di
                 "score": float(scores[p, c]), "winner": is_winner, "path": path, **models,
             }, sort_keys=True))
     atomic_write_text(out / "results.jsonl", "\n".join(lines) + "\n")
-    summary = {"curve": result.curve, "prompts": len(prompts), "n": config.n,
-               "debug": bool(meta["generator"].get("debug") or meta["reward"].get("debug")),
+    summary = {"curve": result.curve, "prompts": len(prompts), "n": config.n, "debug": is_debug(meta),
                "mean_winner_score": float(np.nanmax(scores, axis=1).mean()) if lines else None}
     atomic_write_json(out / "curve.json", summary)
     return summary
-
-
-def run_meta(command: str, config: BestOfNConfig, prompts: list[str], generator, reward_info: dict) -> dict:
-    from ..generators.base import library_versions
-
-    return {"command": command, "config": asdict(config), "prompts": prompts, "generator": generator.info(),
-            "reward": reward_info, "versions": library_versions("transformers", "diffusers", "tunejury-align")}

@@ -13,11 +13,7 @@ scores the audio with the reward inside the graph, and takes an Adam step on
   this same frozen path computes: there is no second "reporting" scorer that could disagree.
 * The best iterate (highest reward) is kept. An out-of-memory error names the settings to change.
 
-Memory per iteration (``peak_memory``, bytes): on CUDA ``torch.cuda.max_memory_allocated`` (tensor
-bytes, reset before each iteration); on the CPU the peak resident set size of the whole process
-during the iteration (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``; where that reset is
-not allowed, the process's lifetime peak ``ru_maxrss``). RSS includes the loaded models and the
-allocator's caches; ``start_memory`` is the same measure at the iteration's start.
+Memory per iteration (``peak_memory``, bytes): see :class:`~tunejury_align.recipes.measure.PeakMemory`.
 """
 
 from __future__ import annotations
@@ -25,14 +21,15 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import resource
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch.utils.checkpoint import checkpoint
+
+from ..generators import as_diffusion_generator
+from .measure import PeakMemory, is_out_of_memory
 
 logger = logging.getLogger(__name__)
 
@@ -145,27 +142,6 @@ class DittoOutOfMemoryError(RuntimeError):
     """DITTO ran out of memory; the message names the settings that lower it."""
 
 
-# -- generator ---------------------------------------------------------------------------------
-def as_diffusion_generator(generator):
-    """A diffusion adapter as is; a diffusers ``StableAudioPipeline`` / ``AudioLDM2Pipeline`` wrapped
-    (its modules are put in eval mode and frozen in place)."""
-    if all(hasattr(generator, name) for name in ("sample", "initial_noise", "options", "sample_rate")):
-        return generator
-    kind = type(generator).__name__
-    if kind in ("StableAudioPipeline", "AudioLDM2Pipeline"):
-        name = getattr(generator, "name_or_path", None) or kind
-        if kind == "StableAudioPipeline":
-            from ..generators.stable_audio import StableAudioGenerator
-
-            return StableAudioGenerator.from_pipeline(generator, name=name)
-        from ..generators.audioldm2 import AudioLDM2Generator
-
-        return AudioLDM2Generator.from_pipeline(generator, name=name)
-    raise TypeError(f"DITTO needs a diffusion generator (a StableAudioGenerator or AudioLDM2Generator adapter, "
-                    f"or a diffusers StableAudioPipeline / AudioLDM2Pipeline); got {kind}. Autoregressive models "
-                    "(MusicGen) have no initial noise to optimise.")
-
-
 def generator_device(generator) -> torch.device:
     device = getattr(generator, "device", None)
     return torch.device(device) if device is not None else torch.device("cpu")
@@ -218,67 +194,6 @@ class DittoObjective:
             deviation = noise_norm / math.sqrt(noise.numel()) - 1.0
             loss = loss + self.config.noise_regularization * deviation.to(loss.device) ** 2
         return ObjectiveOutput(audio, reward, loss, noise_norm)
-
-
-# -- measuring ---------------------------------------------------------------------------------
-class PeakMemory:
-    """Peak memory of one block of work on ``device`` (see the module docstring for what it counts)."""
-
-    def __init__(self, device: torch.device):
-        self.device = torch.device(device)
-        if self.device.type == "cuda":
-            self.kind = "cuda_max_allocated"
-        else:
-            self.kind = "cpu_peak_rss" if self._reset_rss_peak() else "cpu_lifetime_peak_rss"
-
-    @staticmethod
-    def _reset_rss_peak() -> bool:
-        try:
-            with open("/proc/self/clear_refs", "w") as handle:
-                handle.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
-            return True
-        except OSError:
-            return False
-
-    @staticmethod
-    def _status_bytes(key: str) -> int | None:
-        try:
-            with open("/proc/self/status") as handle:
-                for line in handle:
-                    if line.startswith(key + ":"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            return None
-        return None
-
-    def _maxrss(self) -> int:
-        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-
-    def start(self) -> int:
-        """Reset the peak; return the current memory (bytes)."""
-        if self.kind == "cuda_max_allocated":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            return torch.cuda.memory_allocated(self.device)
-        if self.kind == "cpu_peak_rss":
-            self._reset_rss_peak()
-        return self._status_bytes("VmRSS") or self._maxrss()
-
-    def peak(self) -> int:
-        if self.kind == "cuda_max_allocated":
-            torch.cuda.synchronize(self.device)
-            return torch.cuda.max_memory_allocated(self.device)
-        if self.kind == "cpu_peak_rss":
-            return self._status_bytes("VmHWM") or self._maxrss()
-        return self._maxrss()
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-    text = str(error).lower()
-    return isinstance(error, oom) or (isinstance(error, RuntimeError) and (
-        "out of memory" in text or "can't allocate memory" in text))
 
 
 def out_of_memory_advice(config: DittoConfig, generator, duration: float, iteration: int) -> str:

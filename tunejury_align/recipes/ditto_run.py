@@ -20,30 +20,29 @@ function of (prompt, settings, models), so the results equal an uninterrupted ru
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
-from ..runio import (
+from ..generators import as_diffusion_generator
+from ..rundir import (
     append_jsonl,
     atomic_write_audio,
-    atomic_write_bytes,
     atomic_write_json,
-    atomic_write_text,
+    is_debug,
+    prepare_run_dir,
     read_jsonl,
+    rewrite_jsonl,
+    run_meta,
+    save_tensor,
 )
-from .best_of_n_run import RunMismatchError, prepare_run_dir
-from .ditto import MEMORY_SETTINGS, DittoConfig, DittoResult, IterationRecord, as_diffusion_generator, ditto
+from .ditto import MEMORY_SETTINGS, DittoConfig, DittoResult, IterationRecord, ditto
 
 logger = logging.getLogger(__name__)
 
 LOG = "ditto.jsonl"
-__all__ = ["LOG", "RunMismatchError", "done_path", "run_ditto", "run_meta"]
+__all__ = ["LOG", "done_path", "ditto_run_meta", "run_ditto"]
 
 
 def done_path(prompt_index: int) -> str:
@@ -72,16 +71,14 @@ def drop_unfinished_records(out: Path, finished: set[int]) -> None:
     lines = [line for line in log.read_text().splitlines() if line.strip()]
     if len(keep) != len(lines):
         logger.info("dropping %d record(s) of unfinished prompts from %s", len(lines) - len(keep), log)
-        atomic_write_text(log, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
+        rewrite_jsonl(log, keep)
 
 
 def save_prompt(out: Path, prompt_index: int, result: DittoResult, config: DittoConfig) -> dict:
     """Write the prompt's audio and noise, then its done marker (the commit point)."""
     atomic_write_audio(out / audio_path("baseline", prompt_index), result.baseline_audio, result.sample_rate)
     atomic_write_audio(out / audio_path("optimised", prompt_index), result.optimised_audio, result.sample_rate)
-    buffer = io.BytesIO()
-    torch.save(result.optimised_noise.contiguous(), buffer)
-    atomic_write_bytes(out / noise_path(prompt_index), buffer.getvalue())
+    save_tensor(out / noise_path(prompt_index), result.optimised_noise.contiguous())
     summary = {
         "prompt_index": prompt_index, "prompt": result.prompt, "seed": result.seed,
         "baseline_reward": result.baseline_reward, "optimised_reward": result.optimised_reward,
@@ -142,7 +139,7 @@ def write_summary(out: Path, prompts: list[str], meta: dict) -> dict:
     count = len(rows)
     summary = {
         "prompts": len(prompts), "finished": count,
-        "debug": bool(meta["generator"].get("debug") or meta["reward"].get("debug")),
+        "debug": is_debug(meta),
         "mean_baseline_reward": sum(r["baseline_reward"] for r in rows) / count if count else None,
         "mean_optimised_reward": sum(r["optimised_reward"] for r in rows) / count if count else None,
         "mean_gain": sum(r["gain"] for r in rows) / count if count else None,
@@ -152,12 +149,7 @@ def write_summary(out: Path, prompts: list[str], meta: dict) -> dict:
     return summary
 
 
-def run_meta(config: DittoConfig, prompts: list[str], generator, reward_info: dict) -> dict:
-    from ..generators.base import library_versions
-
-    generator = as_diffusion_generator(generator)
-    settings = asdict(config)
-    memory = {key: settings.pop(key) for key in MEMORY_SETTINGS}  # not part of what a resume must match
-    return {"command": "ditto", "config": settings, "memory_settings": memory, "prompts": prompts,
-            "generator": generator.info(), "reward": reward_info,
-            "versions": library_versions("transformers", "diffusers", "tunejury-align")}
+def ditto_run_meta(config: DittoConfig, prompts: list[str], generator, reward) -> dict:
+    """``run.json`` of a DITTO run; the memory-only settings may change on a resume."""
+    return run_meta("ditto", config, prompts, as_diffusion_generator(generator), reward, unchecked=MEMORY_SETTINGS,
+                    unchecked_key="memory_settings")

@@ -4,35 +4,19 @@ RAFT, Dong et al., 2023, arXiv 2304.06767), as in TuneJury's expert-iteration pr
 Each round: generate ``samples_per_prompt`` seeded samples per prompt with the current weights (the
 best-of-N machinery), score them with the frozen reward, keep the samples that pass the filter,
 fine-tune the generator on them with its ordinary training loss (:mod:`.finetune`), and start the
-next round from the result. This module holds the pieces: the config, the filter, the training loop
-(AdamW, LR schedule, gradient accumulation, EMA, DDP-averaged gradients) and the fidelity metrics;
-:mod:`.expert_iter_run` runs the rounds in a resumable folder.
+next round from the result. The training loop is :mod:`.finetune`; :mod:`.expert_iter_run` runs the
+rounds in a resumable folder and holds the one-call API :func:`~.expert_iter_run.expert_iteration`.
 
-Batches. ``batch_size`` is the *global* batch of one optimizer step. The kept samples are read in
-a seeded random order (one permutation per epoch, a pure function of ``train_seed``, round and
-epoch), step ``s`` takes positions ``[s B, (s + 1) B)`` of that stream, and slot ``j`` of the batch
-goes to accumulation micro-step ``j // (micro W)`` on process ``(j // micro) % W`` (``W`` processes,
-``micro = B / (accumulation W)``). Every micro-batch loss is a mean, scaled by ``1 / accumulation``,
-and DDP averages over processes, so 1 process with batch ``2b`` and 2 processes with ``b`` each take
-the same step (up to float summation order). A sample's random draws (condition dropout, diffusion
-time and noise) come from its own seed, a function of (``train_seed``, round, step, slot).
+The library default adds no prompt prefix; the shipped YAML recipes set the published one.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import math
-import random
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from .best_of_n import REWARD_PROMPT_MODES
-from .finetune import LossModule
 
 LR_SCHEDULERS = ("constant", "linear", "cosine")
 
@@ -45,11 +29,12 @@ class ExpertIterConfig:
     rounds: int = field(default=1, metadata={"help": "generate / filter / fine-tune rounds"})
     samples_per_prompt: int = field(default=9, metadata={"help": "samples per training prompt per round (K)"})
     base_seed: int = field(default=42, metadata={"help": "round r (1-based) sample c uses seed base_seed + (r-1) K + c"})
-    prompt_prefix: str = field(default="high quality instrumental music, ",
-                               metadata={"help": "prepended to each prompt for generation and training"})
+    prompt_prefix: str = field(default="", metadata={
+        "help": "prepended to each prompt for generation and training (the published recipes use 'high quality "
+                "instrumental music, ')"})
     reward_prompt: str = field(default="prompt", metadata={
         "help": "text the reward sees: 'prompt', 'generation' (with the prefix) or 'empty'"})
-    generation_batch_size: int = field(default=8, metadata={
+    candidates_per_batch: int = field(default=8, metadata={
         "help": "samples of one prompt generated and scored together (the unit of resume)"})
     generation: dict = field(default_factory=dict, metadata={
         "help": "generator options (e.g. duration, top_k, temperature, guidance_scale, steps)"})
@@ -58,7 +43,7 @@ class ExpertIterConfig:
         "help": "filter: keep the global top fraction of the round's samples (0.1 if no filter is set)"})
     keep_per_prompt: int | None = field(default=None, metadata={"help": "filter: keep each prompt's top k samples"})
     train_steps: int = field(default=5000, metadata={"help": "optimizer steps per round"})
-    batch_size: int = field(default=16, metadata={"help": "global batch per optimizer step (all processes)"})
+    train_batch_size: int = field(default=16, metadata={"help": "global batch per optimizer step (all processes)"})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-steps per optimizer step"})
     learning_rate: float = field(default=5e-6, metadata={"help": "AdamW learning rate"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
@@ -93,7 +78,7 @@ class ExpertIterConfig:
             self.keep_top = 0.1
         elif len(filters) > 1:
             raise ValueError(f"set one filter, got {filters}")
-        positive = ("rounds", "samples_per_prompt", "generation_batch_size", "train_steps", "batch_size",
+        positive = ("rounds", "samples_per_prompt", "candidates_per_batch", "train_steps", "train_batch_size",
                     "gradient_accumulation_steps", "save_every", "eval_samples_per_prompt")
         bad = [name for name in positive if int(getattr(self, name)) < 1]
         if bad:
@@ -102,8 +87,8 @@ class ExpertIterConfig:
             raise ValueError(f"keep_top must be in (0, 1], got {self.keep_top}")
         if self.keep_per_prompt is not None and not 1 <= self.keep_per_prompt <= self.samples_per_prompt:
             raise ValueError(f"keep_per_prompt must be in [1, samples_per_prompt], got {self.keep_per_prompt}")
-        if self.batch_size % self.gradient_accumulation_steps:
-            raise ValueError("batch_size must be a multiple of gradient_accumulation_steps")
+        if self.train_batch_size % self.gradient_accumulation_steps:
+            raise ValueError("train_batch_size must be a multiple of gradient_accumulation_steps")
         if self.reward_prompt not in REWARD_PROMPT_MODES:
             raise ValueError(f"reward_prompt must be one of {REWARD_PROMPT_MODES}, got {self.reward_prompt!r}")
         if self.lr_scheduler not in LR_SCHEDULERS:
@@ -151,228 +136,3 @@ def select_kept(scores: np.ndarray, config: ExpertIterConfig) -> tuple[list[tupl
                     per_prompt_thresholds=lowest)
     info.update(kept=len(kept), kept_fraction=len(kept) / scores.size)
     return kept, info
-
-
-# -- fidelity and diversity ------------------------------------------------------------------------
-def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
-    """Frechet distance between Gaussian fits of ``(N, D)`` and ``(M, D)`` embeddings (N, M >= 2):
-    ``|mu_x - mu_y|^2 + tr(S_x) + tr(S_y) - 2 tr((S_x S_y)^(1/2))`` (the FAD/FID formula).
-
-    ``S_x S_y`` is similar to the symmetric PSD matrix ``S_x^(1/2) S_y S_x^(1/2)``, so
-    ``tr((S_x S_y)^(1/2))`` is the sum of the square roots of that matrix's eigenvalues: two
-    ``eigh`` calls in float64 (negative round-off eigenvalues clipped to 0) instead of a
-    non-symmetric ``sqrtm``. Few samples in many dimensions give rank-deficient covariances and a
-    biased estimate: compare rounds only on the same evaluation set."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if len(x) < 2 or len(y) < 2:
-        raise ValueError("the Frechet distance needs at least 2 embeddings per set")
-    mean_x, mean_y = x.mean(axis=0), y.mean(axis=0)
-    cov_x, cov_y = np.atleast_2d(np.cov(x, rowvar=False)), np.atleast_2d(np.cov(y, rowvar=False))
-    values, vectors = np.linalg.eigh(cov_x)
-    sqrt_x = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
-    middle = sqrt_x @ cov_y @ sqrt_x
-    trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
-    distance = ((mean_x - mean_y) ** 2).sum() + np.trace(cov_x) + np.trace(cov_y) - 2 * trace_sqrt
-    return float(max(distance, 0.0))
-
-
-def pairwise_cosine_diversity(embeddings: np.ndarray) -> float:
-    """``(P, E, D)`` embeddings of E samples for each of P prompts -> the mean over prompts of the mean
-    pairwise cosine distance ``1 - cos`` among a prompt's samples (E >= 2; 0 = identical samples)."""
-    emb = np.asarray(embeddings, dtype=np.float64)
-    if emb.shape[1] < 2:
-        raise ValueError("diversity needs at least 2 samples per prompt")
-    unit = emb / np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
-    cosine = unit @ unit.transpose(0, 2, 1)  # (P, E, E)
-    off_diagonal = ~np.eye(emb.shape[1], dtype=bool)
-    return float((1.0 - cosine[:, off_diagonal]).mean())
-
-
-# -- training --------------------------------------------------------------------------------------
-def derived_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
-
-
-@functools.lru_cache(maxsize=8)
-def _epoch_order(seed: int, round_index: int, epoch: int, count: int) -> tuple[int, ...]:
-    return tuple(np.random.default_rng(derived_seed(seed, round_index, epoch)).permutation(count).tolist())
-
-
-def global_batch(step: int, count: int, batch_size: int, seed: int, round_index: int) -> list[int]:
-    """Indices of the kept samples in optimizer step ``step``'s global batch (see the module doc)."""
-    positions = range(step * batch_size, (step + 1) * batch_size)
-    return [_epoch_order(seed, round_index, pos // count, count)[pos % count] for pos in positions]
-
-
-class EMA:
-    """Exponential moving average of the trained parameters; decay ``min(decay, (1 + n) / (10 + n))``
-    at update ``n`` with warm-up (diffusers' ``EMAModel.get_decay``), else ``decay``."""
-
-    def __init__(self, params: dict[str, torch.Tensor], decay: float, warmup: bool = True):
-        self.decay, self.warmup = decay, warmup
-        self.shadow = {name: p.detach().clone() for name, p in params.items()}
-
-    def decay_at(self, update: int) -> float:
-        return min(self.decay, (1 + update) / (10 + update)) if self.warmup else self.decay
-
-    @torch.no_grad()
-    def update(self, params: dict[str, torch.Tensor], update: int) -> None:
-        weight = 1.0 - self.decay_at(update)
-        for name, param in params.items():
-            self.shadow[name].lerp_(param.detach(), weight)
-
-    @torch.no_grad()
-    def copy_to(self, params: dict[str, torch.Tensor]) -> None:
-        for name, param in params.items():
-            param.copy_(self.shadow[name])
-
-
-def rng_state() -> dict:
-    """The process's torch / CUDA / numpy / python RNG states, as tensors and lists of ints."""
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-            "numpy": {"keys": [int(k) for k in keys], "pos": int(pos), "has_gauss": int(has_gauss),
-                      "cached_gaussian": float(cached)},
-            "python": {"version": int(version), "internal": [int(i) for i in internal], "gauss_next": gauss_next}}
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    numpy = state["numpy"]
-    np.random.set_state(("MT19937", np.array(numpy["keys"], dtype=np.uint32), numpy["pos"], numpy["has_gauss"],
-                         numpy["cached_gaussian"]))
-    python = state["python"]
-    random.setstate((python["version"], tuple(python["internal"]), python["gauss_next"]))
-
-
-def lr_lambda(config: ExpertIterConfig) -> Callable[[int], float]:
-    warmup, total, kind = config.warmup_steps, config.train_steps, config.lr_scheduler
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return {"constant": 1.0, "linear": 1.0 - progress, "cosine": 0.5 * (1 + math.cos(math.pi * progress))}[kind]
-
-    return factor
-
-
-@dataclass
-class TrainData:
-    """The kept samples: ``targets (N, ...)`` (codes or latents) and their generation ``texts (N,)``."""
-
-    targets: torch.Tensor
-    texts: list[str]
-
-
-def fine_tune(
-    trainer,
-    data: TrainData,
-    config: ExpertIterConfig,
-    round_index: int,
-    *,
-    state: dict | None = None,
-    save_state: Callable[[dict], None] | None = None,
-    on_step: Callable[[int, float, float], None] | None = None,
-    rank: int = 0,
-    world_size: int = 1,
-    accelerator=None,
-) -> dict:
-    """Fine-tune ``trainer``'s generator on ``data`` for ``config.train_steps`` steps (resuming from
-    ``state``, a dict ``save_state`` was given); leaves the EMA weights (``ema_decay > 0``) in the
-    model. ``save_state(state)`` is called on rank 0 every ``save_every`` steps and at the end;
-    ``on_step(step, loss, lr)`` after each step. Returns ``{"steps", "loss"}`` (the last step's loss)."""
-    # 1. Optimizer, schedule, EMA
-    params = trainer.parameters_to_train()
-    optimizer = torch.optim.AdamW(list(params.values()), lr=config.learning_rate, betas=tuple(config.adam_betas),
-                                  eps=config.adam_eps, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
-    ema = EMA(params, config.ema_decay, config.ema_warmup) if config.ema_decay > 0 else None
-    micro, rest = divmod(config.batch_size, config.gradient_accumulation_steps * world_size)
-    if rest or micro < 1:
-        raise ValueError(f"batch_size {config.batch_size} is not a multiple of gradient_accumulation_steps "
-                         f"({config.gradient_accumulation_steps}) x processes ({world_size})")
-    # 2. Resume
-    step = 0
-    if state is not None:
-        with torch.no_grad():
-            for name, param in params.items():
-                param.copy_(state["params"][name])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None:
-            ema.shadow = {name: state["ema"][name].to(params[name].device) for name in params}
-        step = int(state["step"])
-        set_rng_state(state["rng"])
-
-    def snapshot() -> dict:
-        return {"round": round_index, "step": step, "train_steps": config.train_steps,
-                "params": {n: p.detach().cpu().clone() for n, p in params.items()},
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "ema": {n: t.cpu().clone() for n, t in ema.shadow.items()} if ema is not None else None,
-                "rng": rng_state(),
-                "data_order": {"train_seed": config.train_seed, "round": round_index, "num_items": len(data.texts),
-                               "position": step * config.batch_size}}
-
-    # 3. Train (DDP averages the gradients of the last micro-step across processes)
-    trainer.train_mode(True)
-    model = LossModule(trainer, config.condition_dropout)
-    if world_size > 1:
-        with warnings.catch_warnings():  # torch >= 2.10 renames DDP's broadcast_buffers; accelerate passes it
-            warnings.filterwarnings("ignore", message=".*broadcast_buffers", category=FutureWarning)
-            model = accelerator.prepare_model(model, device_placement=False)
-    device = trainer.device
-    fork_devices = [device] if device.type == "cuda" else []
-    accumulation = config.gradient_accumulation_steps
-    last_loss = None
-    try:
-        while step < config.train_steps:
-            batch = global_batch(step, len(data.texts), config.batch_size, config.train_seed, round_index)
-            seeds = [derived_seed(config.train_seed, round_index, step, slot) for slot in range(len(batch))]
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = torch.zeros((), device=device)
-            for micro_step in range(accumulation):
-                start = (micro_step * world_size + rank) * micro
-                items = batch[start:start + micro]
-                no_sync = world_size > 1 and micro_step < accumulation - 1
-                with model.no_sync() if no_sync else contextlib.nullcontext(), \
-                        torch.random.fork_rng(devices=fork_devices):
-                    torch.manual_seed(derived_seed(config.train_seed, round_index, step, 1_000_000 + start))
-                    loss = model(data.targets[items], [data.texts[i] for i in items], seeds[start:start + micro])
-                    (loss / accumulation).backward()
-                step_loss += loss.detach() / accumulation
-            if world_size > 1:
-                torch.distributed.all_reduce(step_loss)
-                step_loss /= world_size
-            if config.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(list(params.values()), config.max_grad_norm)
-            learning_rate = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.update(params, step)
-            step += 1
-            last_loss = float(step_loss)
-            if on_step is not None:
-                on_step(step, last_loss, learning_rate)
-            if save_state is not None and rank == 0 and (step % config.save_every == 0 or step == config.train_steps):
-                save_state(snapshot())
-    finally:
-        trainer.train_mode(False)
-        optimizer.zero_grad(set_to_none=True)
-        if accelerator is not None:
-            accelerator.free_memory()
-    if ema is not None:
-        ema.copy_to(params)
-    return {"steps": step, "loss": last_loss}
-
-
-def train_data(targets: list[torch.Tensor], texts: list[str]) -> TrainData:
-    if not targets:
-        raise ValueError("no kept samples to train on")
-    return TrainData(torch.stack(targets), list(texts))
-

@@ -25,62 +25,54 @@ trains and checkpoints; then every round's checkpoint is evaluated on the held-o
 same seeds. Rerunning the same command continues where it stopped: finished units, steps (from the
 last ``train_state.pt``) and rounds are not redone, and the weights equal an uninterrupted run's.
 A larger ``rounds`` continues a finished run from its last checkpoint.
+
+:func:`expert_iteration` is the one-call library API (a run folder of your choice, or a temporary
+one); :func:`run_expert_iteration` is what ``align expert-iter`` drives.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ..runio import (
+from ..generators import trainer_for
+from ..reward.metrics import frechet_distance, pairwise_cosine_diversity
+from ..rundir import (
+    RunMismatchError,
     append_jsonl,
     atomic_write_audio,
-    atomic_write_bytes,
     atomic_write_json,
-    atomic_write_text,
+    load_tensor,
+    load_unit_scores,
+    log_unit,
+    prepare_run_dir,
     read_jsonl,
+    rewrite_jsonl,
+    run_meta,
+    save_tensor,
+    score_matrix,
 )
 from .best_of_n import BestOfNConfig, best_of_n
-from .best_of_n_run import RunMismatchError, load_completed, prepare_run_dir
-from .expert_iter import (
-    ExpertIterConfig,
-    fine_tune,
-    frechet_distance,
-    pairwise_cosine_diversity,
-    select_kept,
-    train_data,
-)
-from .finetune import trainer_for
+from .expert_iter import ExpertIterConfig, select_kept, split_prompts
+from .finetune import fine_tune, train_data
 
 logger = logging.getLogger(__name__)
 
 IO_SETTINGS = ("rounds", "save_every", "keep_train_state")  # may change on a resume (more rounds: continue)
-__all__ = ["RunMismatchError", "run_expert_iteration", "run_meta"]
+__all__ = ["expert_iter_run_meta", "expert_iteration", "run_expert_iteration"]
 Progress = Callable[[str, int, int], None]  # (phase, advance, total)
 
 
 def item_name(prompt_index: int, sample: int) -> str:
     return f"p{prompt_index:04d}_c{sample:03d}"
-
-
-def save_tensor(path: Path, tensor: torch.Tensor) -> None:
-    buffer = io.BytesIO()
-    torch.save(tensor, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def load_tensor(path: Path):
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 class EmbeddingReward:
@@ -124,8 +116,6 @@ def generate_phase(folder: Path, generator, reward, prompts: list[str], config: 
     """Generate and score ``config.n`` samples per prompt into ``folder`` (resumable per unit,
     sharded by prompt); ``payload(audio)`` gives one tensor per sample (or ``None``), saved under
     ``folder/payload_dir/``. Returns the ``(P, n)`` scores of every process's work."""
-    log = folder / ".progress" / f"rank{rank}.jsonl"
-
     def on_unit(unit, audio, scores):
         for c, tensor, clip in zip(unit.candidates, payload(audio), audio):
             if tensor is not None:
@@ -133,17 +123,14 @@ def generate_phase(folder: Path, generator, reward, prompts: list[str], config: 
             if save_audio or c == 0:  # sample 0 of each prompt always: the report compares rounds with it
                 atomic_write_audio(folder / "audio" / f"{item_name(unit.prompt_index, c)}.wav", clip,
                                    generator.sample_rate)
-        append_jsonl(log, [{"prompt_index": unit.prompt_index, "candidates": unit.candidates, "seeds": unit.seeds,
-                            "scores": [float(s) for s in scores]}])
+        log_unit(folder, rank, unit.prompt_index, unit.candidates, unit.seeds, scores)
 
     shard = range(rank, len(prompts), world_size)
     total = len(shard) * config.n
-    best_of_n(generator, reward, prompts, config=config, completed=load_completed(folder), on_unit=on_unit,
+    best_of_n(generator, reward, prompts, config=config, completed=load_unit_scores(folder), on_unit=on_unit,
               prompt_indices=shard, progress=(lambda k: progress(phase, k, total)) if progress else None)
     barrier()
-    scores = np.full((len(prompts), config.n), np.nan)
-    for (p, c), score in load_completed(folder).items():
-        scores[p, c] = score
+    scores = score_matrix(load_unit_scores(folder), len(prompts), config.n)
     if np.isnan(scores).any():
         raise RuntimeError(f"{folder}: some samples are missing after generation")
     return scores
@@ -151,7 +138,7 @@ def generate_phase(folder: Path, generator, reward, prompts: list[str], config: 
 
 def sample_config(config: ExpertIterConfig, n: int, base_seed: int) -> BestOfNConfig:
     return BestOfNConfig(n=n, base_seed=base_seed, prompt_prefix=config.prompt_prefix,
-                         reward_prompt=config.reward_prompt, batch_size=min(config.generation_batch_size, n),
+                         reward_prompt=config.reward_prompt, candidates_per_batch=min(config.candidates_per_batch, n),
                          bootstrap=0, generation=dict(config.generation))
 
 
@@ -164,9 +151,8 @@ def filter_round(folder: Path, prompts: list[str], scores: np.ndarray, config: E
                  "score": float(scores[p, c]), "kept": (p, c) in kept_set,
                  "target": f"samples/targets/{item_name(p, c)}.pt"}
                 for p in range(len(prompts)) for c in range(scores.shape[1])]
-        as_text = lambda rs: "".join(json.dumps(r, sort_keys=True) + "\n" for r in rs)  # noqa: E731
-        atomic_write_text(folder / "samples.jsonl", as_text(rows))
-        atomic_write_text(folder / "kept.jsonl", as_text(r for r in rows if r["kept"]))
+        rewrite_jsonl(folder / "samples.jsonl", rows)
+        rewrite_jsonl(folder / "kept.jsonl", [r for r in rows if r["kept"]])
         atomic_write_json(folder / "filter.json", {**info, "kept_reward_mean": float(np.mean(
             [scores[p, c] for p, c in kept])) if kept else None, "sample_reward_mean": float(scores.mean())})
     return kept, info
@@ -182,8 +168,7 @@ def train_round(folder: Path, trainer, kept, prompts, config: ExpertIterConfig, 
         raise RunMismatchError(f"{state_path} was saved for another kept set; delete it to restart the round")
     start = int(state["step"]) if state is not None else 0
     if rank == 0:  # drop log records of steps after the saved state (they are redone)
-        records = [r for r in read_jsonl(log_path) if r["step"] <= start]
-        atomic_write_text(log_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+        rewrite_jsonl(log_path, [r for r in read_jsonl(log_path) if r["step"] <= start])
     data = train_data([load_tensor(folder / "samples" / "targets" / f"{item_name(p, c)}.pt") for p, c in kept],
                       [config.prompt_prefix + prompts[p] for p, _ in kept])
     phase = f"round {round_index}: train"
@@ -191,9 +176,7 @@ def train_round(folder: Path, trainer, kept, prompts, config: ExpertIterConfig, 
         progress(phase, start, config.train_steps)
 
     def save_state(snapshot: dict) -> None:
-        buffer = io.BytesIO()
-        torch.save({**snapshot, "kept_sha256": digest}, buffer)
-        atomic_write_bytes(state_path, buffer.getvalue())
+        save_tensor(state_path, {**snapshot, "kept_sha256": digest})
 
     def on_step(step: int, loss: float, learning_rate: float) -> None:
         if rank == 0:
@@ -248,6 +231,74 @@ def evaluate_round(folder: Path, generator, scorer: EmbeddingReward, prompts: li
     return metrics
 
 
+class _Rounds:
+    """The state one process carries through the rounds: which round's weights the model holds."""
+
+    def __init__(self, out: Path, generator, reward, prompts: list[str], eval_prompts: list[str],
+                 heldout: bool, config: ExpertIterConfig, trainer, scorer: EmbeddingReward, *, rank: int,
+                 world_size: int, barrier, accelerator, progress, callback):
+        self.out, self.generator, self.reward, self.prompts = out, generator, reward, prompts
+        self.eval_prompts, self.heldout, self.config, self.trainer, self.scorer = (
+            eval_prompts, heldout, config, trainer, scorer)
+        self.rank, self.world_size, self.barrier = rank, world_size, barrier
+        self.accelerator, self.progress, self.callback = accelerator, progress, callback
+        self.is_main = rank == 0
+        self.loaded = 0  # the round whose weights the model holds
+
+    def use_weights(self, round_index: int) -> None:
+        if self.loaded != round_index:
+            if round_index == 0:
+                raise RuntimeError("the starting weights are no longer in memory")
+            self.trainer.load_pretrained(self.out / f"round_{round_index}" / "checkpoint")
+            self.loaded = round_index
+
+    def train(self, r: int) -> None:
+        """Round ``r`` (1-based): generate with round r-1's weights, filter, fine-tune, checkpoint."""
+        config, folder = self.config, self.out / f"round_{r}"
+        if (folder / "done.json").is_file():
+            if self.is_main and not config.keep_train_state:  # killed between done.json and the clean-up
+                (folder / "train_state.pt").unlink(missing_ok=True)
+            return
+        self.use_weights(r - 1)
+        base_seed = config.base_seed + (r - 1) * config.samples_per_prompt
+        scores = generate_phase(folder / "samples", self.generator, self.reward, self.prompts,
+                                sample_config(config, config.samples_per_prompt, base_seed), rank=self.rank,
+                                world_size=self.world_size, barrier=self.barrier, payload=self.trainer.encode,
+                                payload_dir="targets", save_audio=config.save_audio, progress=self.progress,
+                                phase=f"round {r}: generate")
+        kept, info = filter_round(folder, self.prompts, scores, config, base_seed, self.is_main)
+        summary = {"steps": 0, "loss": None}
+        if kept:
+            summary = train_round(folder, self.trainer, kept, self.prompts, config, r, rank=self.rank,
+                                  world_size=self.world_size, accelerator=self.accelerator, progress=self.progress,
+                                  callback=self.callback)
+        else:
+            logger.warning("round %d: no sample passed the filter (%s); the weights stay as they are", r, info)
+        self.loaded = r
+        if self.is_main:
+            save_checkpoint(folder, self.trainer)
+            atomic_write_json(folder / "done.json", {"round": r, "kept": len(kept), **summary})
+            if not config.keep_train_state:
+                (folder / "train_state.pt").unlink(missing_ok=True)
+        self.barrier()
+        logger.info("round %d: kept %d of %d samples (threshold %.4f), trained %d steps", r, len(kept),
+                    info["samples"], info["threshold"], summary["steps"])
+
+    def evaluate(self, r: int) -> None:
+        """Fresh held-out samples of round ``r``'s weights: reward, fidelity, diversity."""
+        folder = self.out / f"round_{r}"
+        if (folder / "metrics.json").is_file():
+            return
+        self.use_weights(r)
+        metrics = evaluate_round(folder, self.generator, self.scorer, self.eval_prompts, self.config,
+                                 self.out / "round_0", rank=self.rank, world_size=self.world_size,
+                                 barrier=self.barrier, progress=self.progress, round_index=r)
+        if self.is_main:
+            atomic_write_json(folder / "metrics.json", {"round": r, "heldout": self.heldout, **metrics,
+                                                        **round_training_metrics(folder, r)})
+        self.barrier()
+
+
 def run_expert_iteration(
     generator,
     reward: Callable,
@@ -277,60 +328,44 @@ def run_expert_iteration(
         raise ValueError("a multi-process run needs accelerator= (an accelerate.Accelerator)")
     prepare_run_dir(out, meta, is_main=is_main)
     barrier()
-    trainer = trainer_for(generator, config.trainable, config.generation)
-    scorer = EmbeddingReward(reward, embed)
-    eval_prompts = list(heldout) if heldout else list(prompts)
-    loaded = 0  # the round whose weights the model holds
-
-    def use_weights(round_index: int) -> None:
-        nonlocal loaded
-        if loaded != round_index:
-            if round_index == 0:
-                raise RuntimeError("the starting weights are no longer in memory")
-            trainer.load_pretrained(out / f"round_{round_index}" / "checkpoint")
-            loaded = round_index
-
+    rounds = _Rounds(out, generator, reward, prompts, list(heldout) if heldout else list(prompts), bool(heldout),
+                     config, trainer_for(generator, config.trainable, config.generation),
+                     EmbeddingReward(reward, embed), rank=rank, world_size=world_size, barrier=barrier,
+                     accelerator=accelerator, progress=progress, callback=callback)
+    # 2. Round 0 evaluates the starting weights; rounds 1..R generate, filter, fine-tune, then evaluate
     for r in range(config.rounds + 1):
-        folder = out / f"round_{r}"
-        # 2. Generate, filter, fine-tune, checkpoint (rounds 1..R)
-        if r > 0 and not (folder / "done.json").is_file():
-            use_weights(r - 1)
-            base_seed = config.base_seed + (r - 1) * config.samples_per_prompt
-            scores = generate_phase(folder / "samples", generator, reward, prompts,
-                                    sample_config(config, config.samples_per_prompt, base_seed), rank=rank,
-                                    world_size=world_size, barrier=barrier, payload=trainer.encode,
-                                    payload_dir="targets", save_audio=config.save_audio, progress=progress,
-                                    phase=f"round {r}: generate")
-            kept, info = filter_round(folder, prompts, scores, config, base_seed, is_main)
-            summary = {"steps": 0, "loss": None}
-            if kept:
-                summary = train_round(folder, trainer, kept, prompts, config, r, rank=rank, world_size=world_size,
-                                      accelerator=accelerator, progress=progress, callback=callback)
-            else:
-                logger.warning("round %d: no sample passed the filter (%s); the weights stay as they are", r, info)
-            loaded = r
-            if is_main:
-                save_checkpoint(folder, trainer)
-                atomic_write_json(folder / "done.json", {"round": r, "kept": len(kept), **summary})
-                if not config.keep_train_state:
-                    (folder / "train_state.pt").unlink(missing_ok=True)
-            barrier()
-            logger.info("round %d: kept %d of %d samples (threshold %.4f), trained %d steps", r, len(kept),
-                        info["samples"], info["threshold"], summary["steps"])
-        elif r > 0 and is_main and not config.keep_train_state:  # killed between done.json and the clean-up
-            (folder / "train_state.pt").unlink(missing_ok=True)
-        # 3. Evaluate the round's weights on the held-out prompts
-        if not (folder / "metrics.json").is_file():
-            use_weights(r)
-            metrics = evaluate_round(folder, generator, scorer, eval_prompts, config, out / "round_0", rank=rank,
-                                     world_size=world_size, barrier=barrier, progress=progress, round_index=r)
-            if is_main:
-                atomic_write_json(folder / "metrics.json", {"round": r, "heldout": bool(heldout), **metrics,
-                                                            **round_training_metrics(folder, r)})
-            barrier()
+        if r > 0:
+            rounds.train(r)
+        rounds.evaluate(r)
         if is_main:
             write_metrics(out, config.rounds)
     return write_metrics(out, config.rounds) if is_main else None
+
+
+def expert_iteration(
+    generator,
+    reward: Callable,
+    prompts: list[str],
+    config: ExpertIterConfig | None = None,
+    *,
+    out: str | Path | None = None,
+    heldout: list[str] | None = None,
+    embed: Callable | None = None,
+) -> list[dict]:
+    """Expert iteration in one call: fine-tunes ``generator`` (a MusicGen or Stable Audio adapter) in place
+    on its own best samples by ``reward``, round after round; returns the per-round metrics (round 0 =
+    the starting model). ``out``: the run folder (resumable; per-round checkpoints), or ``None`` for a
+    temporary one that is deleted at the end (the final weights stay in ``generator``). Without
+    ``heldout``, a seeded ``config.heldout_fraction`` of ``prompts`` is held out for evaluation."""
+    config = config or ExpertIterConfig()
+    if heldout is None:
+        prompts, heldout = split_prompts(list(prompts), config.heldout_fraction, config.heldout_seed)
+    meta = expert_iter_run_meta(config, prompts, heldout, generator, reward)
+    if out is not None:
+        return run_expert_iteration(generator, reward, prompts, config, Path(out), meta, heldout=heldout, embed=embed)
+    with tempfile.TemporaryDirectory(prefix="expert-iter-") as folder:
+        return run_expert_iteration(generator, reward, prompts, config, Path(folder), meta, heldout=heldout,
+                                    embed=embed)
 
 
 def round_training_metrics(folder: Path, round_index: int) -> dict:
@@ -347,15 +382,12 @@ def round_training_metrics(folder: Path, round_index: int) -> dict:
 def write_metrics(out: Path, rounds: int) -> list[dict]:
     rows = [json.loads((out / f"round_{r}" / "metrics.json").read_text()) for r in range(rounds + 1)
             if (out / f"round_{r}" / "metrics.json").is_file()]
-    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+    rewrite_jsonl(out / "metrics.jsonl", rows)
     return rows
 
 
-def run_meta(config: ExpertIterConfig, prompts: list[str], heldout: list[str], generator, reward_info: dict) -> dict:
-    from ..generators.base import library_versions
-
-    settings = asdict(config)
-    io_settings = {key: settings.pop(key) for key in IO_SETTINGS}  # not part of what a resume must match
-    return {"command": "expert-iter", "config": settings, "io_settings": io_settings,
-            "prompts": {"train": list(prompts), "heldout": list(heldout)}, "generator": generator.info(),
-            "reward": reward_info, "versions": library_versions("transformers", "diffusers", "tunejury-align")}
+def expert_iter_run_meta(config: ExpertIterConfig, prompts: list[str], heldout: list[str], generator, reward) -> dict:
+    """``run.json`` of an expert-iteration run; ``rounds``, ``save_every`` and ``keep_train_state`` may
+    change on a resume."""
+    return run_meta("expert-iter", config, {"train": list(prompts), "heldout": list(heldout)}, generator, reward,
+                    unchecked=IO_SETTINGS, unchecked_key="io_settings")

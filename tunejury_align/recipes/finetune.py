@@ -1,270 +1,245 @@
-"""The generator families' own training losses, for expert iteration's fine-tuning step.
+"""The fine-tuning loop of expert iteration, over a generator family's :class:`~tunejury_align.generators.base.Trainer`.
 
-A trainer wraps a generator adapter and gives: the training targets of generated audio
-(:meth:`encode`, run once per sample, under ``no_grad``), the family's ordinary training loss on a
-batch of targets (:meth:`loss`), the parameters to train, and checkpointing in the library's own
-format (``save_pretrained`` / ``from_pretrained``). Randomness inside a loss (condition dropout,
-diffusion time and noise) is drawn per sample from ``torch.Generator(seed_i)``: a sample's draws do
-not depend on which process or micro-batch it lands in.
+AdamW, an LR schedule, gradient accumulation, gradient clipping, an EMA of the trained weights and
+DDP-averaged gradients; resumable from a saved state (weights, optimizer, schedule, EMA, step, RNG).
 
-* MusicGen (Copet et al., 2023, arXiv 2306.05284): the kept audio is encoded with the model's own
-  EnCodec (first ``num_codebooks`` residual codebooks); the loss is transformers'
-  ``MusicgenForConditionalGeneration(labels=...)`` teacher-forced cross-entropy, averaged over
-  codebooks, on labels laid out in MusicGen's delay pattern (codebook k shifted by k steps, the
-  other positions ``pad_token_id``, which the loss ignores) -- the layout ``generate`` produces.
-* Stable Audio Open (Evans et al., 2024, arXiv 2407.14358): the kept audio, zero-padded to the
-  model's window, is encoded to the VAE posterior mean; the loss is the v-objective of
-  stable-audio-tools' ``DiffusionCondTrainingWrapper`` (the code Stable Audio Open was trained with):
-  ``t ~ U[0, 1)`` (1 % of items set to ``t = 1``), ``alpha, sigma = cos(pi t / 2), sin(pi t / 2)``,
-  DiT input ``alpha x0 + sigma eps`` at timestep ``t``, target ``v = alpha eps - sigma x0``, MSE.
-  In diffusers' terms (``CosineDPMSolverMultistepScheduler``, ``sigma_data = 1``, v-prediction) this
-  is the noise level ``s = tan(pi t / 2)``: ``precondition_inputs(x0 + s eps, s)`` is the DiT input,
-  ``precondition_noise(s) = t`` its timestep, and ``precondition_outputs(x0 + s eps, v, s) = x0``.
-
-Both drop the text condition of 10 % of items by default (``condition_dropout``), as both were
-trained, so the unconditional branch that classifier-free guidance uses keeps being trained: MusicGen
-items get the all-zero encoder states and attention mask of ``generate``'s null input, Stable Audio
-items the all-zero cross-attention states of the sampler's null embedding.
+Batches. ``train_batch_size`` is the *global* batch of one optimizer step. The kept samples are read in
+a seeded random order (one permutation per epoch, a pure function of ``train_seed``, round and
+epoch), step ``s`` takes positions ``[s B, (s + 1) B)`` of that stream, and slot ``j`` of the batch
+goes to accumulation micro-step ``j // (micro W)`` on process ``(j // micro) % W`` (``W`` processes,
+``micro = B / (accumulation W)``). Every micro-batch loss is a mean, scaled by ``1 / accumulation``,
+and DDP averages over processes, so 1 process with batch ``2b`` and 2 processes with ``b`` each take
+the same step (up to float summation order). A sample's random draws (condition dropout, diffusion
+time and noise) come from its own seed, a function of (``train_seed``, round, step, slot).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
-import re
-from collections.abc import Sequence
-from pathlib import Path
+import random
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
-
-def sample_generators(seeds: Sequence[int]) -> list[torch.Generator]:
-    return [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+from .expert_iter import ExpertIterConfig
 
 
-def select_trainable(root: nn.Module, patterns: Sequence[str], untrainable: Sequence[str]) -> list[str]:
-    """Names of ``root``'s parameters matching any regex in ``patterns`` (``re.search``)."""
-    names = [name for name, _ in root.named_parameters()]
-    chosen = [n for n in names if any(re.search(p, n) for p in patterns)]
-    if not chosen:
-        raise ValueError(f"trainable patterns {list(patterns)} match no parameter (names look like {names[:3]})")
-    frozen = [n for n in chosen if any(re.search(p, n) for p in untrainable)]
-    if frozen:
-        raise ValueError(f"trainable patterns {list(patterns)} select {frozen[:3]}...: the audio codec makes the "
-                         "training targets and gets no gradient; leave it out")
-    return chosen
+def derived_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
-class _Trainer:
-    """Shared parts: parameter selection and train/eval switching over ``self.root``."""
-
-    family = ""
-    default_trainable: tuple[str, ...] = ()
-    untrainable: tuple[str, ...] = ()
-    root: nn.Module
-
-    def _select(self, trainable: Sequence[str] | None) -> None:
-        patterns = tuple(trainable) if trainable else self.default_trainable
-        self.trainable_names = select_trainable(self.root, patterns, self.untrainable)
-
-    def parameters_to_train(self) -> dict[str, nn.Parameter]:
-        params = dict(self.root.named_parameters())
-        return {name: params[name] for name in self.trainable_names}
-
-    def train_mode(self, on: bool) -> None:
-        """Training: the selected parameters require grad and their top-level modules are in train
-        mode (dropout); otherwise everything is frozen and in eval mode, as the generator keeps it."""
-        self.root.eval().requires_grad_(False)
-        if on:
-            for param in self.parameters_to_train().values():
-                param.requires_grad_(True)
-            tops = {name.split(".")[0] for name in self.trainable_names}
-            for name, child in self.root.named_children():
-                if name in tops:
-                    child.train()
-
-    @property
-    def device(self) -> torch.device:
-        return self.generator.device
+@functools.lru_cache(maxsize=8)
+def _epoch_order(seed: int, round_index: int, epoch: int, count: int) -> tuple[int, ...]:
+    return tuple(np.random.default_rng(derived_seed(seed, round_index, epoch)).permutation(count).tolist())
 
 
-class MusicGenTrainer(_Trainer):
-    """Teacher-forced token loss of a transformers ``MusicgenForConditionalGeneration``."""
+def global_batch(step: int, count: int, batch_size: int, seed: int, round_index: int) -> list[int]:
+    """Indices of the kept samples in optimizer step ``step``'s global batch (see the module doc)."""
+    positions = range(step * batch_size, (step + 1) * batch_size)
+    return [_epoch_order(seed, round_index, pos // count, count)[pos % count] for pos in positions]
 
-    family = "musicgen"
-    default_trainable = (r"^decoder\.", r"^enc_to_dec_proj\.")
-    untrainable = (r"^audio_encoder\.",)
 
-    def __init__(self, generator, trainable: Sequence[str] | None = None):
-        if type(generator.model).__name__ != "MusicgenForConditionalGeneration":
-            raise TypeError(f"expert iteration trains MusicgenForConditionalGeneration, not "
-                            f"{type(generator.model).__name__} (MusicGen-melody is not supported)")
-        self.generator, self.model, self.root = generator, generator.model, generator.model
-        decoder = self.model.config.decoder
-        if decoder.decoder_start_token_id is None or decoder.pad_token_id is None:
-            raise ValueError("the MusicGen decoder config needs decoder_start_token_id and pad_token_id for training")
-        self.pad_token_id = int(decoder.pad_token_id)
-        self.num_codebooks = int(decoder.num_codebooks)
-        self.stereo = int(getattr(decoder, "audio_channels", 1)) == 2
-        self._select(trainable)
+class EMA:
+    """Exponential moving average of the trained parameters; decay ``min(decay, (1 + n) / (10 + n))``
+    at update ``n`` with warm-up (diffusers' ``EMAModel.get_decay``), else ``decay``."""
+
+    def __init__(self, params: dict[str, torch.Tensor], decay: float, warmup: bool = True):
+        self.decay, self.warmup = decay, warmup
+        self.shadow = {name: p.detach().clone() for name, p in params.items()}
+
+    def decay_at(self, update: int) -> float:
+        return min(self.decay, (1 + update) / (10 + update)) if self.warmup else self.decay
 
     @torch.no_grad()
-    def encode(self, audio: torch.Tensor) -> torch.Tensor:
-        """``(B, C, T)`` audio at the model's rate -> ``(B, K, L)`` int32 EnCodec codes (stereo
-        models: left/right codebooks interleaved, as ``generate`` decodes them)."""
-        audio = audio.to(self.device, torch.float32)
-        channels = [audio[:, :1], audio[:, 1:2]] if self.stereo else [audio[:, :1]]
-        per_channel = self.num_codebooks // len(channels)
-        codes = []
-        for wave in channels:
-            out = self.model.audio_encoder.encode(wave)
-            if out.audio_codes.shape[0] != 1 or out.audio_codes.shape[2] < per_channel:
-                raise ValueError(f"EnCodec gave codes of shape {tuple(out.audio_codes.shape)}; need 1 chunk and "
-                                 f">= {per_channel} codebooks")
-            codes.append(out.audio_codes[0, :, :per_channel])  # residual VQ: a prefix of the codebooks
-        if self.stereo:
-            return torch.stack(codes, dim=2).flatten(1, 2).to(torch.int32).cpu()  # (B, K/2, 2, L) -> (B, K, L)
-        return codes[0].to(torch.int32).cpu()
-
-    def delayed_labels(self, codes: torch.Tensor) -> torch.Tensor:
-        """``(B, K, L)`` codes -> ``(B, L + D, K)`` labels in the delay pattern (``D`` = the largest
-        delay, ``K - 1`` mono, ``K / 2 - 1`` stereo): ``labels[:, k + d_k + t, k]`` = code ``t`` of
-        codebook ``k``, everything else ``pad_token_id``. The model shifts them right behind
-        ``decoder_start_token_id``, so the decoder sees exactly what ``generate`` feeds it."""
-        batch, num_codebooks, length = codes.shape
-        delays = [k // 2 if self.stereo else k for k in range(num_codebooks)]
-        labels = torch.full((batch, num_codebooks, length + max(delays)), self.pad_token_id, dtype=torch.long,
-                            device=codes.device)
-        for k, delay in enumerate(delays):
-            labels[:, k, delay:delay + length] = codes[:, k]
-        return labels.transpose(1, 2)
-
-    def loss(self, targets: torch.Tensor, texts: Sequence[str], seeds: Sequence[int],
-             condition_dropout: float = 0.0) -> torch.Tensor:
-        """Mean cross-entropy over codebooks and frames of ``(B, K, L)`` codes given ``texts``."""
-        device = self.device
-        keep = torch.tensor([float(torch.rand(1, generator=g).item() >= condition_dropout)
-                             for g in sample_generators(seeds)], device=device)
-        inputs = self.generator.tokenizer(list(texts), padding=True, return_tensors="pt").to(device)
-        hidden = self.model.text_encoder(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask)[0]
-        attention_mask = inputs.attention_mask * keep[:, None].long()
-        labels = self.delayed_labels(targets.to(device=device, dtype=torch.long))
-        out = self.model(attention_mask=attention_mask, encoder_outputs=(hidden * keep[:, None, None],),
-                         labels=labels, use_cache=False)
-        return out.loss
-
-    def save_pretrained(self, path: Path) -> None:
-        self.model.save_pretrained(path)
-        self.generator.tokenizer.save_pretrained(path)
-
-    def load_pretrained(self, path: Path) -> None:
-        loaded = type(self.model).from_pretrained(path, torch_dtype=next(self.model.parameters()).dtype)
-        self.model.load_state_dict(loaded.state_dict())
-
-
-class StableAudioTrainer(_Trainer):
-    """v-objective diffusion loss of a diffusers ``StableAudioPipeline``'s DiT."""
-
-    family = "stable-audio"
-    default_trainable = (r"^transformer\.",)
-    untrainable = (r"^vae\.",)
-    terminal_fraction = 0.01  # items trained at t = 1 (stable-audio-tools' terminal-SNR share)
-
-    def __init__(self, generator, trainable: Sequence[str] | None = None, duration: float | None = None):
-        self.generator, self.pipe = generator, generator.pipe
-        scheduler = self.pipe.scheduler.config
-        if scheduler.get("prediction_type") != "v_prediction" or scheduler.get("sigma_data", 1.0) != 1.0:
-            raise NotImplementedError("the Stable Audio loss is implemented for a v-prediction scheduler with "
-                                      f"sigma_data = 1 (got {scheduler.get('prediction_type')}, "
-                                      f"{scheduler.get('sigma_data')})")
-        latent_channels = self.pipe.vae.config.encoder_hidden_size // 2  # the encoder gives mean and scale
-        if latent_channels != self.pipe.transformer.config.in_channels:
-            raise ValueError(f"the VAE encodes to {latent_channels} latent channels but the DiT takes "
-                             f"{self.pipe.transformer.config.in_channels}: this pipeline cannot be trained on its "
-                             "own VAE latents")
-        self.root = nn.ModuleDict({name: getattr(self.pipe, name)
-                                   for name in ("transformer", "projection_model", "text_encoder", "vae")})
-        self.duration = generator.options().duration if duration is None else float(duration)
-        self._select(trainable)
-
-    @property
-    def window(self) -> int:
-        """Samples in the model's window: ``sample_size`` latent frames of ``vae.hop_length``."""
-        return int(self.pipe.transformer.config.sample_size * self.pipe.vae.hop_length)
+    def update(self, params: dict[str, torch.Tensor], update: int) -> None:
+        weight = 1.0 - self.decay_at(update)
+        for name, param in params.items():
+            self.shadow[name].lerp_(param.detach(), weight)
 
     @torch.no_grad()
-    def encode(self, audio: torch.Tensor) -> torch.Tensor:
-        """``(B, C, T)`` audio -> ``(B, C_latent, sample_size)`` VAE posterior means of the audio
-        zero-padded (or cropped) to the window the pipeline always denoises."""
-        audio = audio[..., : self.window]
-        audio = nn.functional.pad(audio, (0, self.window - audio.shape[-1]))
-        vae = self.pipe.vae
-        return vae.encode(audio.to(self.device, vae.dtype)).latent_dist.mean.float().cpu()
-
-    def conditioning(self, texts: Sequence[str], keep: torch.Tensor):
-        """(cross-attention states, global states, rotary embedding) as ``StableAudioGenerator.sample``
-        builds them; dropped items get the all-zero (null) cross-attention states."""
-        from diffusers.models.embeddings import get_1d_rotary_pos_embed
-
-        pipe, device = self.pipe, self.device
-        prompt_embeds = pipe.encode_prompt(list(texts), device, False)
-        seconds_start, seconds_end = pipe.encode_duration(0.0, self.duration, device, False, len(texts))
-        cross = torch.cat([prompt_embeds, seconds_start, seconds_end], dim=1) * keep[:, None, None]
-        global_states = torch.cat([seconds_start, seconds_end], dim=2)
-        rotary = get_1d_rotary_pos_embed(pipe.rotary_embed_dim, pipe.transformer.config.sample_size +
-                                         global_states.shape[1], use_real=True, repeat_interleave_real=False)
-        return cross, global_states, rotary
-
-    def draws(self, seeds: Sequence[int], latent_shape, condition_dropout: float):
-        """Per item from ``torch.Generator(seed)``: ``t (B,)``, ``noise (B, *latent_shape)``, ``keep (B,)``."""
-        times, noises, keeps = [], [], []
-        for g in sample_generators(seeds):
-            t = torch.rand(1, generator=g)
-            terminal = torch.rand(1, generator=g) < self.terminal_fraction
-            times.append(torch.where(terminal, torch.ones_like(t), t))
-            noises.append(torch.randn(tuple(latent_shape), generator=g))
-            keeps.append((torch.rand(1, generator=g) >= condition_dropout).float())
-        return torch.cat(times), torch.stack(noises), torch.cat(keeps)
-
-    def loss(self, targets: torch.Tensor, texts: Sequence[str], seeds: Sequence[int],
-             condition_dropout: float = 0.0) -> torch.Tensor:
-        """MSE between the DiT's v-prediction and ``alpha eps - sigma x0`` for ``(B, C, L)`` latents."""
-        device, dtype = self.device, self.pipe.transformer.dtype
-        latents = targets.to(device, torch.float32)
-        t, noise, keep = self.draws(seeds, latents.shape[1:], condition_dropout)
-        t, noise, keep = t.to(device), noise.to(device), keep.to(device)
-        alpha, sigma = torch.cos(t * math.pi / 2)[:, None, None], torch.sin(t * math.pi / 2)[:, None, None]
-        noised = alpha * latents + sigma * noise
-        cross, global_states, rotary = self.conditioning(texts, keep)
-        velocity = self.pipe.transformer(noised.to(dtype), t.to(dtype), encoder_hidden_states=cross,
-                                         global_hidden_states=global_states, rotary_embedding=rotary,
-                                         return_dict=False)[0]
-        return nn.functional.mse_loss(velocity.float(), alpha * noise - sigma * latents)
-
-    def save_pretrained(self, path: Path) -> None:
-        self.pipe.save_pretrained(path)
-
-    def load_pretrained(self, path: Path) -> None:
-        from diffusers import StableAudioPipeline
-
-        loaded = StableAudioPipeline.from_pretrained(path, torch_dtype=self.pipe.transformer.dtype)
-        for name, module in self.root.items():
-            module.load_state_dict(getattr(loaded, name).state_dict())
+    def copy_to(self, params: dict[str, torch.Tensor]) -> None:
+        for name, param in params.items():
+            param.copy_(self.shadow[name])
 
 
-TRAINERS = {"musicgen": MusicGenTrainer, "stable-audio": StableAudioTrainer}
+def rng_state() -> dict:
+    """The process's torch / CUDA / numpy / python RNG states, as tensors and lists of ints."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            "numpy": {"keys": [int(k) for k in keys], "pos": int(pos), "has_gauss": int(has_gauss),
+                      "cached_gaussian": float(cached)},
+            "python": {"version": int(version), "internal": [int(i) for i in internal], "gauss_next": gauss_next}}
 
 
-def trainer_for(generator, trainable: Sequence[str] | None = None, generation: dict | None = None):
-    """The trainer of ``generator``'s family (``generator.family``); ``generation``: the run's
-    generation options (Stable Audio conditions its loss on their ``duration``)."""
-    family = getattr(generator, "family", None)
-    if family not in TRAINERS:
-        raise TypeError(f"expert iteration fine-tunes {sorted(TRAINERS)} generators, not "
-                        f"{family or type(generator).__name__}")
-    if family == "stable-audio":
-        return StableAudioTrainer(generator, trainable, duration=generator.options(**(generation or {})).duration)
-    return TRAINERS[family](generator, trainable)
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    numpy = state["numpy"]
+    np.random.set_state(("MT19937", np.array(numpy["keys"], dtype=np.uint32), numpy["pos"], numpy["has_gauss"],
+                         numpy["cached_gaussian"]))
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["internal"]), python["gauss_next"]))
+
+
+def lr_lambda(config: ExpertIterConfig) -> Callable[[int], float]:
+    warmup, total, kind = config.warmup_steps, config.train_steps, config.lr_scheduler
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return {"constant": 1.0, "linear": 1.0 - progress, "cosine": 0.5 * (1 + math.cos(math.pi * progress))}[kind]
+
+    return factor
+
+
+@dataclass
+class TrainData:
+    """The kept samples: ``targets (N, ...)`` (codes or latents) and their generation ``texts (N,)``."""
+
+    targets: torch.Tensor
+    texts: list[str]
+
+
+class _Optimisation:
+    """The trained parameters with their AdamW, LR schedule and EMA; saved and restored as one state."""
+
+    def __init__(self, trainer, config: ExpertIterConfig):
+        self.config = config
+        self.params = trainer.parameters_to_train()
+        self.optimizer = torch.optim.AdamW(list(self.params.values()), lr=config.learning_rate,
+                                           betas=tuple(config.adam_betas), eps=config.adam_eps,
+                                           weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
+        self.ema = EMA(self.params, config.ema_decay, config.ema_warmup) if config.ema_decay > 0 else None
+        self.step = 0
+
+    def restore(self, state: dict) -> None:
+        with torch.no_grad():
+            for name, param in self.params.items():
+                param.copy_(state["params"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            self.ema.shadow = {name: state["ema"][name].to(param.device) for name, param in self.params.items()}
+        self.step = int(state["step"])
+        set_rng_state(state["rng"])
+
+    def snapshot(self, round_index: int, num_items: int) -> dict:
+        config, ema = self.config, self.ema
+        return {"round": round_index, "step": self.step, "train_steps": config.train_steps,
+                "params": {n: p.detach().cpu().clone() for n, p in self.params.items()},
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "ema": {n: t.cpu().clone() for n, t in ema.shadow.items()} if ema is not None else None,
+                "rng": rng_state(),
+                "data_order": {"train_seed": config.train_seed, "round": round_index, "num_items": num_items,
+                               "position": self.step * config.train_batch_size}}
+
+    def apply(self) -> float:
+        """Clip, step the optimizer, the schedule and the EMA; returns the learning rate used."""
+        if self.config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.config.max_grad_norm)
+        learning_rate = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.params, self.step)
+        self.step += 1
+        return learning_rate
+
+
+def _step_loss(model, data: TrainData, config: ExpertIterConfig, round_index: int, step: int, *, rank: int,
+               world_size: int, micro: int, device: torch.device) -> torch.Tensor:
+    """Forward and backward of one optimizer step's share of this process (its micro-batches); returns the
+    step's mean loss over every process."""
+    accumulation = config.gradient_accumulation_steps
+    fork_devices = [device] if device.type == "cuda" else []
+    batch = global_batch(step, len(data.texts), config.train_batch_size, config.train_seed, round_index)
+    seeds = [derived_seed(config.train_seed, round_index, step, slot) for slot in range(len(batch))]
+    step_loss = torch.zeros((), device=device)
+    for micro_step in range(accumulation):
+        start = (micro_step * world_size + rank) * micro
+        items = batch[start:start + micro]
+        no_sync = world_size > 1 and micro_step < accumulation - 1
+        with model.no_sync() if no_sync else contextlib.nullcontext(), torch.random.fork_rng(devices=fork_devices):
+            torch.manual_seed(derived_seed(config.train_seed, round_index, step, 1_000_000 + start))
+            loss = model(data.targets[items], [data.texts[i] for i in items], seeds[start:start + micro])
+            (loss / accumulation).backward()
+        step_loss += loss.detach() / accumulation
+    if world_size > 1:
+        torch.distributed.all_reduce(step_loss)
+        step_loss /= world_size
+    return step_loss
+
+
+def fine_tune(
+    trainer,
+    data: TrainData,
+    config: ExpertIterConfig,
+    round_index: int,
+    *,
+    state: dict | None = None,
+    save_state: Callable[[dict], None] | None = None,
+    on_step: Callable[[int, float, float], None] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    accelerator=None,
+) -> dict:
+    """Fine-tune ``trainer``'s generator on ``data`` for ``config.train_steps`` steps (resuming from
+    ``state``, a dict ``save_state`` was given); leaves the EMA weights (``ema_decay > 0``) in the
+    model. ``save_state(state)`` is called on rank 0 every ``save_every`` steps and at the end;
+    ``on_step(step, loss, lr)`` after each step. Returns ``{"steps", "loss"}`` (the last step's loss)."""
+    # 1. Optimizer, schedule, EMA; resume
+    micro, rest = divmod(config.train_batch_size, config.gradient_accumulation_steps * world_size)
+    if rest or micro < 1:
+        raise ValueError(f"train_batch_size {config.train_batch_size} is not a multiple of gradient_accumulation_steps "
+                         f"({config.gradient_accumulation_steps}) x processes ({world_size})")
+    optimisation = _Optimisation(trainer, config)
+    if state is not None:
+        optimisation.restore(state)
+    # 2. Train (DDP averages the gradients of the last micro-step across processes)
+    trainer.train_mode(True)
+    model = LossModule(trainer, config.condition_dropout)
+    if world_size > 1:
+        with warnings.catch_warnings():  # torch >= 2.10 renames DDP's broadcast_buffers; accelerate passes it
+            warnings.filterwarnings("ignore", message=".*broadcast_buffers", category=FutureWarning)
+            model = accelerator.prepare_model(model, device_placement=False)
+    last_loss = None
+    try:
+        while optimisation.step < config.train_steps:
+            optimisation.optimizer.zero_grad(set_to_none=True)
+            step_loss = _step_loss(model, data, config, round_index, optimisation.step, rank=rank,
+                                   world_size=world_size, micro=micro, device=trainer.device)
+            learning_rate = optimisation.apply()
+            step, last_loss = optimisation.step, float(step_loss)
+            if on_step is not None:
+                on_step(step, last_loss, learning_rate)
+            if save_state is not None and rank == 0 and (step % config.save_every == 0 or step == config.train_steps):
+                save_state(optimisation.snapshot(round_index, len(data.texts)))
+    finally:
+        trainer.train_mode(False)
+        optimisation.optimizer.zero_grad(set_to_none=True)
+        if accelerator is not None:
+            accelerator.free_memory()
+    # 3. The EMA weights become the model's
+    if optimisation.ema is not None:
+        optimisation.ema.copy_to(optimisation.params)
+    return {"steps": optimisation.step, "loss": last_loss}
+
+
+def train_data(targets: list[torch.Tensor], texts: list[str]) -> TrainData:
+    if not targets:
+        raise ValueError("no kept samples to train on")
+    return TrainData(torch.stack(targets), list(texts))
 
 
 class LossModule(nn.Module):

@@ -7,19 +7,19 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audio_player, esc
+from ..rundir import read_jsonl
+from .html import audio_player, esc
 from .svg import Series, line_chart
 
 
 def best_of_n_section(run_dir: Path, run: dict) -> str:
     from ..recipes.best_of_n import BestOfNConfig, summarize
-    from ..recipes.best_of_n_run import candidate_path, load_completed, winner_path
+    from ..recipes.best_of_n_run import candidate_path, winner_path
+    from ..rundir import load_unit_scores, score_matrix
 
     config = BestOfNConfig(**run["config"])
     prompts = run["prompts"]
-    scores = np.full((len(prompts), config.n), np.nan)
-    for (p, c), score in load_completed(run_dir).items():
-        scores[p, c] = score
+    scores = score_matrix(load_unit_scores(run_dir), len(prompts), config.n)
     summary = summarize(scores, config)
     done = int((~np.isnan(scores)).sum())
     status = "finished" if (run_dir / "results.jsonl").is_file() else "in progress"
@@ -51,8 +51,6 @@ def best_of_n_section(run_dir: Path, run: dict) -> str:
 
 
 def _jsonl(path: Path) -> list[dict]:
-    from ..runio import read_jsonl
-
     return read_jsonl(path)
 
 

@@ -209,7 +209,7 @@ class Calibration:
                    pairs=int(data.get("pairs", 0)), ties=int(data.get("ties_excluded", 0)))
 
     def save(self, path: str | Path) -> None:
-        from ..runio import atomic_write_json
+        from ..rundir import atomic_write_json
 
         atomic_write_json(Path(path), self.as_dict())
 

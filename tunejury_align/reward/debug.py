@@ -2,7 +2,8 @@
 
 Like audiocraft's ``get_pretrained('debug')``: every command runs offline on a fresh install, in
 seconds. Its scores mean nothing and are labelled ``debug`` wherever they are printed or saved.
-It never touches the network or the Hugging Face cache.
+It never touches the network or the Hugging Face cache. ``TuneJuryReward.from_pretrained("debug")``
+(or :func:`tunejury_align.reward.debug_reward`) assembles the reward from these components.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from __future__ import annotations
 import torch
 
 from .clap import ClapEncoder
-from .head import HeadSpec, TuneJuryHead
+from .head import TuneJuryHead
 from .mert import MertEncoder
-from .model import RewardInfo, TuneJuryReward
 from .tiny import TINY_HTSAT, seeded, tiny_mert_config, tiny_roberta_config, tiny_roberta_tokenizer
 
 DEBUG_SEED = 1234
@@ -33,11 +33,3 @@ def build_debug_components(seed: int = DEBUG_SEED):
         clap = ClapEncoder(TINY_HTSAT, tiny_roberta_config(len(tokenizer)), tokenizer)
         mert = HubertModel(tiny_mert_config())
     return head.eval(), clap.eval(), MertEncoder.from_model(mert, do_normalize=True)
-
-
-def debug_reward(protocol: str = "release", device=None, dtype=None, seed: int = DEBUG_SEED) -> TuneJuryReward:
-    head, clap, mert = build_debug_components(seed)
-    info = RewardInfo(reward="debug", checkpoint_sha256=None, clap="debug", mert="debug", protocol=protocol,
-                      debug=True)
-    reward = TuneJuryReward(head, HeadSpec(()), clap, mert, info=info, protocol=protocol)
-    return reward.to(device=device, dtype=dtype) if (device or dtype) else reward

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..runio import atomic_write_bytes
+from ..rundir import atomic_write_bytes
 from .audio import AudioError, check_audio, read_audio, resample, to_mono
 from .calibration import Pair
 from .head import FEATURE_BLOCKS, HeadSpec

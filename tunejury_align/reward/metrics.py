@@ -73,3 +73,38 @@ def expected_calibration_error(margins, a_wins, bins: int = 10) -> tuple[float, 
         table.append({"count": int(len(members)), "low": float(magnitude[members].min()),
                       "high": float(magnitude[members].max()), "confidence": conf, "accuracy": acc})
     return float(ece), table
+
+
+# -- distributions of embeddings: fidelity and diversity -------------------------------------
+def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
+    """Frechet distance between Gaussian fits of ``(N, D)`` and ``(M, D)`` embeddings (N, M >= 2):
+    ``|mu_x - mu_y|^2 + tr(S_x) + tr(S_y) - 2 tr((S_x S_y)^(1/2))`` (the FAD/FID formula).
+
+    ``S_x S_y`` is similar to the symmetric PSD matrix ``S_x^(1/2) S_y S_x^(1/2)``, so
+    ``tr((S_x S_y)^(1/2))`` is the sum of the square roots of that matrix's eigenvalues: two
+    ``eigh`` calls in float64 (negative round-off eigenvalues clipped to 0) instead of a
+    non-symmetric ``sqrtm``. Few samples in many dimensions give rank-deficient covariances and a
+    biased estimate: compare rounds only on the same evaluation set."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(x) < 2 or len(y) < 2:
+        raise ValueError("the Frechet distance needs at least 2 embeddings per set")
+    mean_x, mean_y = x.mean(axis=0), y.mean(axis=0)
+    cov_x, cov_y = np.atleast_2d(np.cov(x, rowvar=False)), np.atleast_2d(np.cov(y, rowvar=False))
+    values, vectors = np.linalg.eigh(cov_x)
+    sqrt_x = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+    middle = sqrt_x @ cov_y @ sqrt_x
+    trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
+    distance = ((mean_x - mean_y) ** 2).sum() + np.trace(cov_x) + np.trace(cov_y) - 2 * trace_sqrt
+    return float(max(distance, 0.0))
+
+
+def pairwise_cosine_diversity(embeddings: np.ndarray) -> float:
+    """``(P, E, D)`` embeddings of E samples for each of P prompts -> the mean over prompts of the mean
+    pairwise cosine distance ``1 - cos`` among a prompt's samples (E >= 2; 0 = identical samples)."""
+    emb = np.asarray(embeddings, dtype=np.float64)
+    if emb.shape[1] < 2:
+        raise ValueError("diversity needs at least 2 samples per prompt")
+    unit = emb / np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
+    cosine = unit @ unit.transpose(0, 2, 1)  # (P, E, E)
+    off_diagonal = ~np.eye(emb.shape[1], dtype=bool)
+    return float((1.0 - cosine[:, off_diagonal]).mean())

@@ -20,6 +20,7 @@ from torch import nn
 from ..hub import resolve_file
 from .audio import centre_window, check_audio, quantize_int16, read_audio, resample, to_mono
 from .clap import CLAP_REPO, CLAP_SAMPLE_RATE, CLAP_WINDOW, ClapEncoder
+from .debug import DEBUG_SEED, build_debug_components
 from .head import FEATURE_BLOCKS, HeadSpec, TuneJuryHead, load_head
 from .mert import MERT_REPO, MertEncoder
 
@@ -103,8 +104,6 @@ class TuneJuryReward(nn.Module):
         file (with its optional ``<file>.json`` sidecar) or a folder holding ``tunejury.pt``.
         ``reward="debug"`` builds the tiny in-process debug reward instead."""
         if reward == "debug":
-            from .debug import debug_reward
-
             return debug_reward(protocol=protocol, device=device, dtype=dtype)
         checkpoint = resolve_file(reward, REWARD_FILE, what="TuneJury head checkpoint")
         sidecar = None
@@ -209,3 +208,12 @@ def normalise_prompts(prompts, batch: int) -> list[str]:
         raise ValueError(f"got {len(prompts)} prompts for a batch of {batch} clips; pass one per clip "
                          "(or a single string for all)")
     return prompts
+
+
+def debug_reward(protocol: str = "release", device=None, dtype=None, seed: int = DEBUG_SEED) -> TuneJuryReward:
+    """The ``debug`` reward: tiny seeded real-architecture components (:mod:`.debug`), offline."""
+    head, clap, mert = build_debug_components(seed)
+    info = RewardInfo(reward="debug", checkpoint_sha256=None, clap="debug", mert="debug", protocol=protocol,
+                      debug=True)
+    reward = TuneJuryReward(head, HeadSpec(()), clap, mert, info=info, protocol=protocol)
+    return reward.to(device=device, dtype=dtype) if (device or dtype) else reward

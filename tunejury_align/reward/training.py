@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..runio import atomic_write_bytes, atomic_write_text
+from ..rundir import atomic_write_bytes, atomic_write_text
 from .head import HeadSpec, TuneJuryHead
 from .metrics import pairwise_accuracy
 
@@ -37,7 +37,7 @@ class HeadTrainingConfig:
 
     lr: float = field(default=1e-4, metadata={"help": "AdamW learning rate"})
     weight_decay: float = field(default=1e-3, metadata={"help": "AdamW weight decay"})
-    batch_size: int = field(default=32, metadata={"help": "pairs per step (both clips scored in one forward)"})
+    train_batch_size: int = field(default=32, metadata={"help": "pairs per step (both clips scored in one forward)"})
     max_epochs: int = field(default=1000, metadata={"help": "upper bound on epochs"})
     patience: int = field(default=30, metadata={"help": "stop after this many epochs without improvement"})
     min_delta: float = field(default=1e-4, metadata={"help": "smallest validation-loss decrease that counts"})
@@ -52,15 +52,15 @@ class HeadTrainingConfig:
     def __post_init__(self):
         for name in ("lr", "weight_decay", "min_delta", "val_fraction"):  # YAML reads "1e-3" as a string
             setattr(self, name, float(getattr(self, name)))
-        for name in ("batch_size", "max_epochs", "patience", "seed"):
+        for name in ("train_batch_size", "max_epochs", "patience", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not float(value).is_integer():
                 raise ValueError(f"{name} must be an integer, got {value!r}")
             setattr(self, name, int(float(value)))
         if self.lr <= 0 or self.weight_decay < 0 or self.min_delta < 0:
             raise ValueError("lr must be > 0; weight_decay and min_delta >= 0")
-        if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
-            raise ValueError("batch_size, max_epochs and patience must be >= 1")
+        if self.train_batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
+            raise ValueError("train_batch_size, max_epochs and patience must be >= 1")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if isinstance(self.exclude, str):
@@ -154,8 +154,8 @@ def train_head(features_a: torch.Tensor, features_b: torch.Tensor, targets: torc
             head.train()
             order = torch.randperm(len(targets), generator=shuffle).to(device)
             total = 0.0
-            for start in range(0, len(order), config.batch_size):
-                batch = order[start:start + config.batch_size]
+            for start in range(0, len(order), config.train_batch_size):
+                batch = order[start:start + config.train_batch_size]
                 margins = ranknet_margins(head, features_a[batch], features_b[batch])
                 loss = F.binary_cross_entropy_with_logits(margins, targets[batch])
                 optimizer.zero_grad(set_to_none=True)

@@ -1,7 +1,5 @@
 """``align calibrate``, ``align extract-features``, ``align train-head``, ``align eval``.
 
-Wired into ``align`` by ``tunejury_align.cli`` with ``add_reward_tool_parsers(commands, add_reward_options)``.
-Imports from ``tunejury_align.cli`` happen inside the handlers (``cli`` imports this module).
 """
 
 from __future__ import annotations
@@ -12,13 +10,13 @@ import sys
 import warnings
 from pathlib import Path
 
-EXIT_OK, EXIT_SOME_FAILED = 0, 1
+from ..config import describe
+from ..reward.training import HeadTrainingConfig
+from .common import EXIT_OK, EXIT_SOME_FAILED, UsageError, add_reward_options, load_reward, resolve_device
 
 
-def add_reward_tool_parsers(commands, add_reward_options) -> None:
+def add_parser(commands) -> None:
     """Add the ``calibrate``, ``extract-features``, ``train-head`` and ``eval`` subcommands."""
-    from .config import describe
-    from .reward.training import HeadTrainingConfig
 
     # 1. align calibrate
     cal = commands.add_parser(
@@ -94,8 +92,7 @@ def add_reward_tool_parsers(commands, add_reward_options) -> None:
 
 # -- shared ------------------------------------------------------------------------------------------
 def _read_pairs(path: str, require_systems: bool = False):
-    from .cli import UsageError
-    from .reward.calibration import PairsError, read_pairs
+    from ..reward.calibration import PairsError, read_pairs
 
     try:
         return read_pairs(path, require_systems=require_systems)
@@ -105,8 +102,7 @@ def _read_pairs(path: str, require_systems: bool = False):
 
 def _score_audio_pairs(args, pairs):
     """Score pairs given as audio with the reward; returns (pairs, failures)."""
-    from .cli import load_reward
-    from .reward.evaluation import score_pairs
+    from ..reward.evaluation import score_pairs
 
     if all(p.has_scores for p in pairs):
         return pairs, {}
@@ -123,9 +119,8 @@ def _report_failures(failures: dict[str, str], dropped: int, total: int) -> None
 
 # -- align calibrate --------------------------------------------------------------------------------
 def cmd_calibrate(args) -> int:
-    from .cli import UsageError
-    from .reward.calibration import PinMissingWarning, fit_calibration, k_sweep
-    from .runio import atomic_write_json
+    from ..reward.calibration import PinMissingWarning, fit_calibration, k_sweep
+    from ..rundir import atomic_write_json
 
     # 1. Check the inputs before any scoring.
     ks = None
@@ -199,8 +194,7 @@ def format_sweep(result: dict) -> str:
 def cmd_extract_features(args) -> int:
     from tqdm.auto import tqdm
 
-    from .cli import UsageError, load_reward
-    from .reward.features import FeatureFileError, extract_pair_features
+    from ..reward.features import FeatureFileError, extract_pair_features
 
     pairs = _read_pairs(args.pairs)
     missing = [p.where for p in pairs if not (p.audio_a and p.audio_b)]
@@ -227,10 +221,9 @@ def cmd_extract_features(args) -> int:
 
 # -- align train-head ---------------------------------------------------------------------------------
 def cmd_train_head(args) -> int:
-    from .cli import UsageError, resolve_device
-    from .config import load_config
-    from .reward.features import FeatureFileError, PairFeatures
-    from .reward.training import HeadTrainingConfig, save_head_checkpoint, train_head_on_features
+    from ..config import load_config
+    from ..reward.features import FeatureFileError, PairFeatures
+    from ..reward.training import HeadTrainingConfig, save_head_checkpoint, train_head_on_features
 
     exclude = None
     if args.exclude:
@@ -257,10 +250,9 @@ def cmd_train_head(args) -> int:
 
 # -- align eval ----------------------------------------------------------------------------------------
 def cmd_eval(args) -> int:
-    from .cli import UsageError, load_reward
-    from .reward.calibration import Calibration, PairsError
-    from .reward.evaluation import evaluate_mos, evaluate_pairs, read_mos, score_mos
-    from .runio import atomic_write_json
+    from ..reward.calibration import Calibration, PairsError
+    from ..reward.evaluation import evaluate_mos, evaluate_pairs, read_mos, score_mos
+    from ..rundir import atomic_write_json
 
     if args.bins < 1:
         raise UsageError("--bins must be >= 1")

@@ -1,8 +1,4 @@
-"""``align ditto``: DITTO (Novack et al., 2024, arXiv 2401.12179) from the command line.
-
-Wired into ``align`` by ``tunejury_align.cli`` with ``add_ditto_parser(commands, add_reward_options)``.
-Imports from ``tunejury_align.cli`` happen inside the handler (``cli`` imports this module).
-"""
+"""``align ditto``: DITTO (Novack et al., 2024, arXiv 2401.12179) from the command line."""
 
 from __future__ import annotations
 
@@ -10,15 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-GENERATOR_HELP = ("hub id or local folder (Stable Audio Open, AudioLDM2), 'debug' (= debug-stable-audio), "
-                  "debug-stable-audio or debug-audioldm2")
+from ..config import describe
+from ..generators import family_help
+from ..recipes.ditto import PRESETS, DittoConfig
+from .common import EXIT_OK, EXIT_SOME_FAILED, add_reward_options, add_run_options, load_models, read_prompts
 
 
-def add_ditto_parser(commands, add_reward_options) -> None:
+def add_parser(commands) -> None:
     """Add the ``ditto`` subcommand to ``commands`` (an argparse subparsers object)."""
-    from .config import describe
-    from .recipes.ditto import PRESETS, DittoConfig
-
     parser = commands.add_parser(
         "ditto", help="optimise each prompt's initial noise for reward (DITTO)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -28,14 +23,10 @@ def add_ditto_parser(commands, add_reward_options) -> None:
                     "memory per iterate). Resumable: rerun the same command to continue.",
         epilog="settings: defaults < --preset < --config YAML < flags < key=value overrides.\n"
                "config keys (set in --config YAML or as key=value overrides):\n" + describe(DittoConfig))
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="config overrides, e.g. noise_regularization=0.1 generation.duration=5")
-    parser.add_argument("--generator", required=True, help=GENERATOR_HELP)
-    prompt_source = parser.add_mutually_exclusive_group(required=True)
-    prompt_source.add_argument("--prompts", help="text file, one prompt per line (or JSONL with 'prompt')")
-    prompt_source.add_argument("--prompt", nargs="+", help="prompt(s) given inline")
-    parser.add_argument("--out", required=True, help="output folder (created; an existing run there is resumed)")
-    parser.add_argument("--config", help="YAML config, e.g. recipes/stable-audio/ditto.yaml")
+    add_run_options(parser, generator_help=family_help(lambda family: family.diffusion,
+                                                       debug_default="debug-stable-audio"),
+                    config_example="recipes/stable-audio/ditto.yaml",
+                    override_example="noise_regularization=0.1 generation.duration=5")
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="base values: paper (lr 5e-3, 20 steps, 70 iterations; the default) or fast "
                              "(lr 0.05, 8 steps, 5 iterations)")
@@ -48,38 +39,20 @@ def add_ditto_parser(commands, add_reward_options) -> None:
 def cmd_ditto(args) -> int:
     from tqdm.auto import tqdm
 
-    from .cli import (
-        EXIT_OK,
-        EXIT_SOME_FAILED,
-        UsageError,
-        check_generation_options,
-        load_reward,
-        read_prompts,
-        resolve_device,
-        reward_info,
-        split_overrides_from_prompts,
-    )
-    from .config import load_config
-    from .generators import load_generator
-    from .recipes.ditto import DittoConfig, DittoOutOfMemoryError, as_diffusion_generator
-    from .recipes.ditto_run import run_ditto, run_meta
+    from ..config import load_config
+    from ..generators import as_diffusion_generator
+    from ..recipes.ditto import DittoOutOfMemoryError
+    from ..recipes.ditto_run import ditto_run_meta, run_ditto
+    from ..report import build_report
 
     # 1. Everything that can be wrong is checked before any optimisation starts.
-    split_overrides_from_prompts(args)
     prompts = read_prompts(args)
     config = load_config(DittoConfig, args.config, args.overrides, preset=args.preset,
                          iterations=args.iterations, seed=args.seed)
-    device = resolve_device(args.device, None)
-    args.device = device
-    generator = load_generator(args.generator, debug_default="debug-stable-audio", device=device)
-    try:
-        generator = as_diffusion_generator(generator)
-    except TypeError as err:
-        raise UsageError(str(err)) from err
-    check_generation_options(generator, config.generation_options())
-    reward = load_reward(args)
+    generator, reward = load_models(args, debug_default="debug-stable-audio", generation=config.generation_options(),
+                                    wrap=as_diffusion_generator)
     # 2. Run (resuming whatever the folder already holds).
-    meta = run_meta(config, prompts, generator, reward_info(reward))
+    meta = ditto_run_meta(config, prompts, generator, reward)
     with tqdm(total=len(prompts) * (config.iterations + 1), desc="ditto", unit="iter", disable=None,
               file=sys.stderr) as bar:
         try:
@@ -99,7 +72,5 @@ def cmd_ditto(args) -> int:
               f"({row['gain']:+.4f}, best iterate {row['best_iteration']})  {row['prompt'][:60]}")
     if summary["finished"]:
         print(f"  mean gain {summary['mean_gain']:+.4f}")
-    from .report import build_report
-
     print(f"report: {build_report(args.out)}")
     return EXIT_OK

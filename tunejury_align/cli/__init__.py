@@ -1,0 +1,54 @@
+"""``align``: the command line, a thin layer over the library and the only place that prints.
+
+One module per command group; :mod:`.common` holds what they share. The subcommands are a literal
+list (``COMMANDS``), in the order ``align --help`` shows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+
+from .. import __version__
+from . import best_of_n, ditto, expert_iter, report, reward_tools, score
+from .common import EXIT_USAGE, UsageError
+
+COMMANDS = [score, best_of_n, ditto, expert_iter, reward_tools, report]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="align", description="Align text-to-music generators with the "
+                                     "TuneJury reward: score, best-of-N, DITTO, expert iteration.")
+    parser.add_argument("--version", action="version", version=f"tunejury-align {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.add_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # laion-clap's HTSAT calls torch.meshgrid without `indexing`; silence that warning for CLI users.
+    warnings.filterwarnings("ignore", message=r"torch\.meshgrid", category=UserWarning)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from ..config import ConfigError
+    from ..hub import ModelNotFoundError
+    from ..reward.head import CheckpointError
+    from ..rundir import RunMismatchError
+
+    try:
+        return args.handler(args)
+    except (UsageError, ModelNotFoundError, CheckpointError, ConfigError, RunMismatchError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = ["COMMANDS", "build_parser", "main"]

@@ -1,0 +1,62 @@
+"""``align best-of-n``: best-of-N reranking, resumable and shardable (``accelerate launch``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..config import describe
+from ..generators import family_help
+from ..recipes.best_of_n import BestOfNConfig
+from .common import EXIT_OK, add_reward_options, add_run_options, distributed_state, load_models, read_prompts
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        "best-of-n", help="generate N candidates per prompt, keep the best by reward",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Best-of-N reranking. Resumable: rerun the same command to continue an interrupted run. "
+                    "Under `accelerate launch` the prompts are sharded across processes.",
+        epilog="settings: defaults < --config YAML < flags < key=value overrides.\n"
+               "config keys (set in --config YAML or as key=value overrides):\n" + describe(BestOfNConfig))
+    add_run_options(parser, generator_help=family_help(debug_default="debug-musicgen"),
+                    config_example="recipes/musicgen/best_of_n.yaml", override_example="generation.duration=5")
+    parser.add_argument("--n", type=int, help="candidates per prompt (default 32)")
+    parser.add_argument("--save-all", action="store_true", help="write every candidate's audio, not only winners")
+    add_reward_options(parser)
+    parser.set_defaults(handler=cmd_best_of_n)
+
+
+def cmd_best_of_n(args) -> int:
+    from tqdm.auto import tqdm
+
+    from ..config import load_config
+    from ..recipes.best_of_n_run import run_best_of_n
+    from ..report import build_report
+    from ..rundir import run_meta
+
+    # 1. Everything that can be wrong is checked before any generation starts.
+    prompts = read_prompts(args)
+    config = load_config(BestOfNConfig, args.config, args.overrides, n=args.n,
+                         save_all=True if args.save_all else None)
+    processes = distributed_state()
+    generator, reward = load_models(args, debug_default="debug-musicgen", generation=config.generation,
+                                    processes=processes)
+    # 2. Run (resuming whatever the folder already holds).
+    meta = run_meta("best-of-n", config, prompts, generator, reward)
+    shard = len(range(processes.rank, len(prompts), processes.world_size)) * config.n
+    with tqdm(total=shard, desc="best-of-n", unit="cand", disable=None if processes.is_main else True,
+              file=sys.stderr) as bar:
+        summary = run_best_of_n(generator, reward, prompts, config, Path(args.out), meta, rank=processes.rank,
+                                world_size=processes.world_size, barrier=processes.barrier, progress=bar.update)
+    # 3. Report.
+    if summary is not None:
+        report = build_report(args.out)
+        label = " (debug models: the scores mean nothing)" if summary["debug"] else ""
+        print(f"best-of-{config.n} over {len(prompts)} prompt(s){label} -> {args.out}")
+        for point in summary["curve"]:
+            interval = f"  [{point['low']:.3f}, {point['high']:.3f}]" if "low" in point else ""
+            print(f"  N={point['n']:<3d} mean best reward {point['mean']:.4f}{interval}")
+        print(f"report: {report}")
+    return EXIT_OK

@@ -1,0 +1,187 @@
+"""What every ``align`` command shares: exit codes, errors, the reward and run arguments, reading
+prompts, and the prompts -> generator -> reward set-up (checked before any expensive work)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+DEBUG_NOTE = "debug reward: tiny random weights, the scores mean nothing"
+OVERRIDE_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*=\S*"
+
+
+class UsageError(Exception):
+    """Bad arguments or inputs found before any work starts (exit code 2)."""
+
+
+# -- the reward ----------------------------------------------------------------------------------
+def add_reward_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("reward")
+    group.add_argument("--reward", default="TuneJury/tunejury",
+                       help="head checkpoint: hub id (owner/repo or owner/repo/FILE.pt), local .pt file or "
+                            "folder, or 'debug' for the tiny offline model (default: %(default)s)")
+    group.add_argument("--clap", default="lukewys/laion_clap",
+                       help="LAION-CLAP music checkpoint: hub id or local file (default: %(default)s)")
+    group.add_argument("--mert", default="m-a-p/MERT-v1-330M", help="MERT: hub id or local folder (default: %(default)s)")
+    group.add_argument("--text-model", default="roberta-base",
+                       help="RoBERTa config + tokenizer for CLAP's text tower (default: %(default)s)")
+    group.add_argument("--protocol", choices=("release", "train"), default="release",
+                       help="'release': as the published scores (default); 'train': as the training features")
+    group.add_argument("--device", default="auto",
+                       help="torch device: cpu, cuda, cuda:1, or auto (CUDA when available; default: %(default)s)")
+    group.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                       help="encoder compute dtype (the head stays float32; default: %(default)s)")
+
+
+def load_reward(args):
+    import torch
+
+    from ..reward import TuneJuryReward
+
+    dtype = getattr(torch, args.dtype)
+    device = resolve_device(args.device, None)
+    return TuneJuryReward.from_pretrained(args.reward, clap=args.clap, mert=args.mert, text_model=args.text_model,
+                                          protocol=args.protocol, device=device,
+                                          dtype=None if dtype == torch.float32 else dtype)
+
+
+# -- the run arguments ---------------------------------------------------------------------------
+def add_run_options(parser: argparse.ArgumentParser, *, generator_help: str, config_example: str,
+                    override_example: str) -> None:
+    """Overrides, --generator, --prompts/--prompt (repeatable: the prompts add up), --out, --config."""
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"config overrides, e.g. {override_example}")
+    parser.add_argument("--generator", required=True, help=generator_help)
+    prompt_source = parser.add_mutually_exclusive_group(required=True)
+    prompt_source.add_argument("--prompts", help="text file, one prompt per line (or JSONL with 'prompt')")
+    prompt_source.add_argument("--prompt", nargs="+", action="extend",
+                               help="prompt(s) given inline; repeat the flag or list several after it")
+    parser.add_argument("--out", required=True, help="output folder (created; an existing run there is resumed)")
+    parser.add_argument("--config", help=f"YAML config, e.g. {config_example}")
+
+
+def split_overrides_from_prompts(args) -> None:
+    """``--prompt a b n=8`` : argparse gives ``n=8`` to --prompt; a token shaped ``key=value`` with no
+    spaces is a config override, not a prompt."""
+    if not args.prompt:
+        return
+    prompts = [p for p in args.prompt if not re.fullmatch(OVERRIDE_PATTERN, p)]
+    args.overrides = list(args.overrides) + [p for p in args.prompt if re.fullmatch(OVERRIDE_PATTERN, p)]
+    args.prompt = prompts
+    if not prompts:
+        raise UsageError("--prompt got only key=value overrides; give at least one prompt")
+
+
+def read_prompts_from(path: Path) -> list[str]:
+    """Prompts of a text file (one per line, ``#`` comments) or a JSONL file (``{"prompt": ...}``)."""
+    if not path.is_file():
+        raise UsageError(f"prompts file {path} not found")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise UsageError(f"prompts file {path} is not UTF-8 text ({err})") from err
+    prompts = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if path.suffix.lower() == ".jsonl":
+            try:
+                prompts.append(str(json.loads(line)["prompt"]))
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise UsageError(f"{path}:{number}: expected a JSON object with a 'prompt' ({err})") from err
+        else:
+            prompts.append(line.strip())
+    if not prompts:
+        raise UsageError(f"prompts file {path} holds no prompts (one per line; '#' starts a comment)")
+    return prompts
+
+
+def read_prompts(args) -> list[str]:
+    """Prompts from --prompt (repeatable) or --prompts FILE; ``key=value`` tokens after --prompt
+    become overrides."""
+    split_overrides_from_prompts(args)
+    if args.prompt:
+        return list(args.prompt)
+    if args.prompts:
+        return read_prompts_from(Path(args.prompts))
+    raise UsageError("give prompts with --prompts FILE or --prompt TEXT")
+
+
+# -- devices and processes -----------------------------------------------------------------------
+def _no_barrier() -> None:
+    return None
+
+
+@dataclass
+class Processes:
+    """This process's place under ``accelerate launch`` / torchrun (rank 0 of 1 otherwise)."""
+
+    rank: int = 0
+    world_size: int = 1
+    barrier: Callable[[], None] = _no_barrier
+    device: object = None  # the device the launcher gives this process, if any
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed_state() -> Processes:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Processes()
+    import torch
+    from accelerate import PartialState
+
+    on_cpu = not torch.cuda.is_available()
+    state = PartialState(cpu=on_cpu)  # without cpu=True, CPU-only processes do not join the gloo group
+    return Processes(state.process_index, state.num_processes, state.wait_for_everyone,
+                     "cpu" if on_cpu else state.device)
+
+
+def resolve_device(requested: str, distributed_device) -> str:
+    import torch
+
+    if requested != "auto":
+        return requested
+    if distributed_device is not None:
+        return str(distributed_device)
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# -- prompts -> generator -> reward ----------------------------------------------------------------
+def check_generation_options(generator, options: dict) -> None:
+    """Build the generator's options object now, so a bad key fails before any generation."""
+    build = getattr(generator, "options", None)
+    if build is None:
+        return
+    try:
+        build(**options)
+    except TypeError as err:
+        import dataclasses
+
+        valid = sorted(f.name for f in dataclasses.fields(generator.options_class))
+        raise UsageError(f"bad generation option for {generator.name}: {err}; valid: {valid}") from err
+    except ValueError as err:
+        raise UsageError(f"bad generation option for {generator.name}: {err}") from err
+
+
+def load_models(args, *, debug_default: str, generation: dict, processes: Processes | None = None, wrap=None):
+    """The generator (``--generator``, ``debug`` -> ``debug_default``; ``wrap(generator)`` may adapt it,
+    or refuse it with a TypeError / ValueError) with its options checked, then the reward. Sets
+    ``args.device``."""
+    from ..generators import load_generator
+
+    args.device = resolve_device(args.device, processes.device if processes else None)
+    generator = load_generator(args.generator, debug_default=debug_default, device=args.device)
+    if wrap is not None:
+        try:
+            generator = wrap(generator)
+        except (TypeError, ValueError, NotImplementedError) as err:
+            raise UsageError(str(err)) from err
+    check_generation_options(generator, generation)
+    return generator, load_reward(args)
