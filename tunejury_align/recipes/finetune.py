@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import random
 import warnings
 from collections.abc import Callable, Sequence
@@ -46,21 +45,41 @@ def global_batch(step: int, count: int, batch_size: int, seed: int, round_index:
 
 
 class EMA:
-    """Exponential moving average of the trained parameters; decay ``min(decay, (1 + n) / (10 + n))``
-    at update ``n`` with warm-up (diffusers' ``EMAModel.get_decay``), else ``decay``."""
+    """Exponential moving average of the trained parameters, kept by torch's ``AveragedModel`` (over a
+    container of just those parameters, so the copy costs the trained weights only, not the model).
+
+    Decay ``min(decay, (1 + n) / (10 + n))`` at update ``n`` with warm-up (diffusers' ``EMAModel``
+    schedule), else ``decay``; update ``n`` is ``shadow.lerp_(param, 1 - decay)``."""
 
     def __init__(self, params: dict[str, torch.Tensor], decay: float, warmup: bool = True):
-        self.decay, self.warmup = decay, warmup
-        self.shadow = {name: p.detach().clone() for name, p in params.items()}
+        from torch.optim.swa_utils import AveragedModel
+
+        self.decay, self.warmup, self.names = decay, warmup, list(params)
+        container = nn.ParameterList(list(params.values()))
+        self.averaged = AveragedModel(container, multi_avg_fn=self._average, use_buffers=False)
+        self.averaged.update_parameters(container)  # the starting weights (AveragedModel's first update copies)
 
     def decay_at(self, update: int) -> float:
         return min(self.decay, (1 + update) / (10 + update)) if self.warmup else self.decay
 
+    def _average(self, averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
+        weight = 1.0 - self.decay_at(int(num_averaged) - 1)  # num_averaged counts the starting copy
+        for shadow, param in zip(averaged, current):
+            shadow.lerp_(param, weight)
+
+    @property
+    def shadow(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.names, (p.detach() for p in self.averaged.module.parameters())))
+
     @torch.no_grad()
-    def update(self, params: dict[str, torch.Tensor], update: int) -> None:
-        weight = 1.0 - self.decay_at(update)
-        for name, param in params.items():
-            self.shadow[name].lerp_(param.detach(), weight)
+    def update(self, params: dict[str, torch.Tensor]) -> None:
+        self.averaged.update_parameters(nn.ParameterList(list(params.values())))
+
+    @torch.no_grad()
+    def restore(self, shadow: dict[str, torch.Tensor], updates: int) -> None:
+        for name, param in zip(self.names, self.averaged.module.parameters()):
+            param.copy_(shadow[name])
+        self.averaged.n_averaged.fill_(updates + 1)
 
     @torch.no_grad()
     def copy_to(self, params: dict[str, torch.Tensor]) -> None:
@@ -90,16 +109,15 @@ def set_rng_state(state: dict) -> None:
     random.setstate((python["version"], tuple(python["internal"]), python["gauss_next"]))
 
 
-def lr_lambda(config: ExpertIterConfig) -> Callable[[int], float]:
-    warmup, total, kind = config.warmup_steps, config.train_steps, config.lr_scheduler
+def lr_schedule(optimizer: torch.optim.Optimizer, config: ExpertIterConfig):
+    """transformers' ``get_scheduler``: linear warm-up over ``warmup_steps`` (from 0), then constant,
+    linear decay to 0 or half a cosine over the remaining steps."""
+    from transformers import get_scheduler
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return {"constant": 1.0, "linear": 1.0 - progress, "cosine": 0.5 * (1 + math.cos(math.pi * progress))}[kind]
-
-    return factor
+    name = {"constant": "constant_with_warmup" if config.warmup_steps else "constant"}.get(
+        config.lr_scheduler, config.lr_scheduler)
+    return get_scheduler(name, optimizer, num_warmup_steps=config.warmup_steps,
+                         num_training_steps=config.train_steps)
 
 
 @dataclass
@@ -119,7 +137,7 @@ class _Optimisation:
         self.optimizer = torch.optim.AdamW(list(self.params.values()), lr=config.learning_rate,
                                            betas=tuple(config.adam_betas), eps=config.adam_eps,
                                            weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
+        self.scheduler = lr_schedule(self.optimizer, config)
         self.ema = EMA(self.params, config.ema_decay, config.ema_warmup) if config.ema_decay > 0 else None
         self.step = 0
 
@@ -129,9 +147,9 @@ class _Optimisation:
                 param.copy_(state["params"][name])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        if self.ema is not None:
-            self.ema.shadow = {name: state["ema"][name].to(param.device) for name, param in self.params.items()}
         self.step = int(state["step"])
+        if self.ema is not None:
+            self.ema.restore(state["ema"], updates=self.step)
         set_rng_state(state["rng"])
 
     def snapshot(self, round_index: int, num_items: int) -> dict:
@@ -152,7 +170,7 @@ class _Optimisation:
         self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:
-            self.ema.update(self.params, self.step)
+            self.ema.update(self.params)
         self.step += 1
         return learning_rate
 

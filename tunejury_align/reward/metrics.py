@@ -1,33 +1,23 @@
-"""Metrics for reward evaluation."""
+"""Metrics for reward evaluation (accuracy, calibration, rank correlation) and for distributions of
+embeddings (Frechet distance, diversity)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 
-def average_ranks(values) -> np.ndarray:
-    """1-based ranks; tied values share the mean of their ranks."""
-    values = np.asarray(values, dtype=np.float64)
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values), dtype=np.float64)
-    sorted_values = values[order]
-    start = 0
-    for end in range(1, len(values) + 1):
-        if end == len(values) or sorted_values[end] != sorted_values[start]:
-            ranks[order[start:end]] = (start + end + 1) / 2.0  # mean of ranks start+1 .. end
-            start = end
-    return ranks
-
-
 def spearman(a, b) -> float:
-    """Spearman rank correlation with average ranks for ties (Pearson on the ranks)."""
+    """Spearman rank correlation with average ranks for ties (scipy's ``spearmanr``); NaN when either
+    side is constant."""
+    import warnings
+
+    from scipy.stats import ConstantInputWarning, spearmanr
+
     if len(a) != len(b) or len(a) < 2:
         raise ValueError("spearman needs two sequences of the same length >= 2")
-    ra, rb = average_ranks(a), average_ranks(b)
-    ra -= ra.mean()
-    rb -= rb.mean()
-    denominator = np.sqrt((ra * ra).sum() * (rb * rb).sum())
-    return float((ra * rb).sum() / denominator) if denominator > 0 else float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)
+        return float(spearmanr(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)).statistic)
 
 
 def pairwise_accuracy(margins, a_wins) -> tuple[float, int]:
@@ -84,7 +74,8 @@ def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
     ``tr((S_x S_y)^(1/2))`` is the sum of the square roots of that matrix's eigenvalues: two
     ``eigh`` calls in float64 (negative round-off eigenvalues clipped to 0) instead of a
     non-symmetric ``sqrtm``. Few samples in many dimensions give rank-deficient covariances and a
-    biased estimate: compare rounds only on the same evaluation set."""
+    biased estimate: compare rounds only on the same evaluation set. (Kept rather than scipy's
+    ``sqrtm``: on the non-symmetric product it returns complex round-off and NaN for singular inputs.)"""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if len(x) < 2 or len(y) < 2:
         raise ValueError("the Frechet distance needs at least 2 embeddings per set")
