@@ -2,7 +2,8 @@
 
 Every TuneJury reference script resamples with ``torchaudio.functional.resample(waveform,
 orig_freq, new_freq)``: Hann-windowed sinc interpolation, ``lowpass_filter_width=6``,
-``rolloff=0.99``. torchaudio is not a dependency of this package (see the README), so this module
+``rolloff=0.99``. torchaudio is not a dependency of this package (its wheels do not load beside
+every torch build, and laion-clap tolerates its absence but not a broken install), so this module
 implements the same computation in plain torch, following torchaudio's
 ``_get_sinc_resample_kernel`` and ``_apply_sinc_resample_kernel``
 (``src/torchaudio/functional/functional.py``, torchaudio 2.x):
