@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import julius
 import numpy as np
 import torch
+
+from . import resample as _resample
 
 
 class AudioError(ValueError):
@@ -48,10 +49,14 @@ def to_mono(audio: torch.Tensor) -> torch.Tensor:
 
 
 def resample(wave: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
-    """Differentiable band-limited resampling along the last axis (julius, sinc interpolation)."""
-    if orig_sr == new_sr:
-        return wave
-    return julius.resample_frac(wave, int(orig_sr), int(new_sr))
+    """``(..., T)`` at ``orig_sr`` -> ``(..., T')`` at ``new_sr``, differentiable; ``T' = ceil(T * new_sr / orig_sr)``.
+
+    The reference scripts' resampler: torchaudio's ``functional.resample`` with its defaults
+    (Hann-windowed sinc, ``lowpass_filter_width=6``, ``rolloff=0.99``), reimplemented in
+    :mod:`tunejury_align.reward.resample` (``T'`` exactly as torchaudio rounds it:
+    :func:`~tunejury_align.reward.resample.resampled_length`). Equal rates return ``wave`` itself.
+    """
+    return _resample.resample(wave, orig_sr, new_sr)
 
 
 def quantize_int16(wave: torch.Tensor) -> torch.Tensor:
