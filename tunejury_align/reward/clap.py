@@ -133,11 +133,16 @@ class ClapEncoder(nn.Module):
         weights are not downloaded (the CLAP checkpoint holds the text tower's weights).
         """
         path = resolve_file(checkpoint, CLAP_MUSIC_CHECKPOINT, what="CLAP checkpoint")
+        text_config, tokenizer = load_text_side(text_model)
+        return cls.from_file(path, text_config, tokenizer)
+
+    @classmethod
+    def from_file(cls, path: str | Path, text_config, tokenizer) -> ClapEncoder:
+        """Load a LAION-CLAP checkpoint file (a training checkpoint or a plain state dict)."""
         # The released file is a training checkpoint (model + Adam state, numpy float64 learning
         # rates): allow those scalars for this load only, and map the file so that the optimizer
         # state (2/3 of its 2.35 GB) is never read. Heads are plain state dicts and get neither.
-        state_dict = load_state_dict_safely(path, numpy_scalars=True, mmap=True)
-        text_config, tokenizer = load_text_side(text_model)
+        state_dict = load_state_dict_safely(Path(path), numpy_scalars=True, mmap=True)
         # The tensors were just loaded for this encoder alone: adopt them rather than copy them (peak
         # memory one model, not two; the mapping is copy-on-write, so the file is never written).
         return cls.from_state_dict(state_dict, text_config, tokenizer, where=str(path), assign=True)
