@@ -67,16 +67,16 @@ def components():
 def hub_cache(components):
     """Writes roberta-base, lukewys/laion_clap, m-a-p/MERT-v1-330M and TuneJury/tunejury into the
     temporary cache in each library's own format; returns the cache's hub folder."""
+    from tunejury_align.reward.clap import CLAP_MUSIC_CHECKPOINT, laion_training_checkpoint
+
     head, clap, mert = components
     # roberta-base: config + tokenizer files (CLAP's text tower weights come from the CLAP checkpoint)
     roberta = hub_snapshot("roberta-base")
     clap.text_branch.config.save_pretrained(roberta)
     clap.tokenizer.save_pretrained(roberta)
-    # lukewys/laion_clap: the training checkpoint layout ({"epoch", "state_dict"} with "module." keys)
-    state = {f"module.{k}": v for k, v in clap.state_dict().items()}
-    state["module.text_branch.embeddings.position_ids"] = torch.arange(80).unsqueeze(0)
-    torch.save({"epoch": 15, "state_dict": state},
-               hub_snapshot("lukewys/laion_clap") / "music_audioset_epoch_15_esc_90.14.pt")
+    # lukewys/laion_clap: LAION-CLAP's training checkpoint layout ({"epoch", "name", "state_dict" with
+    # "module." keys, "optimizer": Adam state with numpy float64 learning rates})
+    torch.save(laion_training_checkpoint(clap), hub_snapshot("lukewys/laion_clap") / CLAP_MUSIC_CHECKPOINT)
     # m-a-p/MERT-v1-330M: save_pretrained weights, MERT-style config.json, preprocessor config
     mert_dir = hub_snapshot("m-a-p/MERT-v1-330M")
     mert.model.save_pretrained(mert_dir)

@@ -133,12 +133,28 @@ class ClapEncoder(nn.Module):
         weights are not downloaded (the CLAP checkpoint holds the text tower's weights).
         """
         path = resolve_file(checkpoint, CLAP_MUSIC_CHECKPOINT, what="CLAP checkpoint")
-        state_dict = load_state_dict_safely(path)
         text_config, tokenizer = load_text_side(text_model)
-        return cls.from_state_dict(state_dict, text_config, tokenizer, where=str(path))
+        return cls.from_file(path, text_config, tokenizer)
 
     @classmethod
-    def from_state_dict(cls, state_dict, text_config, tokenizer, where: str = "CLAP state_dict") -> ClapEncoder:
+    def from_file(cls, path: str | Path, text_config, tokenizer) -> ClapEncoder:
+        """Load a LAION-CLAP checkpoint file (a training checkpoint or a plain state dict)."""
+        # The released file is a training checkpoint (model + Adam state, numpy float64 learning
+        # rates): allow those scalars for this load only, and map the file so that the optimizer
+        # state (2/3 of its 2.35 GB) is never read. Heads are plain state dicts and get neither.
+        state_dict = load_state_dict_safely(Path(path), numpy_scalars=True, mmap=True)
+        # The tensors were just loaded for this encoder alone: adopt them rather than copy them (peak
+        # memory one model, not two; the mapping is copy-on-write, so the file is never written).
+        return cls.from_state_dict(state_dict, text_config, tokenizer, where=str(path), assign=True)
+
+    @classmethod
+    def from_state_dict(cls, state_dict, text_config, tokenizer, where: str = "CLAP state_dict",
+                        assign: bool = False) -> ClapEncoder:
+        """Build the encoder for ``state_dict`` (sizes read off its weights) and load it strictly.
+
+        ``assign=True`` makes the encoder's tensors *be* those of ``state_dict`` (converted only where
+        the dtype differs) instead of copies; pass it only for tensors nobody else holds.
+        """
         state_dict = {k: v for k, v in state_dict.items() if k != "text_branch.embeddings.position_ids"}
         encoder = cls(htsat_sizes_from_state_dict(state_dict), text_config, tokenizer)
         own = encoder.state_dict()
@@ -153,7 +169,10 @@ class ClapEncoder(nn.Module):
         wrong = [k for k in own if own[k].shape != state_dict[k].shape]
         if wrong:
             raise CheckpointError(f"{where}: shape mismatch for {wrong[:5]} (text model config vs checkpoint?)")
-        encoder.load_state_dict(state_dict, strict=True)
+        if assign:
+            state_dict = {k: v.to(own[k].dtype) for k, v in state_dict.items()}
+        del own
+        encoder.load_state_dict(state_dict, strict=True, assign=assign)
         return encoder.eval().requires_grad_(False)
 
     # -- embeddings ------------------------------------------------------------------------
@@ -175,6 +194,55 @@ class ClapEncoder(nn.Module):
         pooled = self.text_branch(input_ids=tokens["input_ids"].to(device),
                                   attention_mask=tokens["attention_mask"].to(device))["pooler_output"]
         return F.normalize(self.text_projection(pooled), dim=-1)
+
+
+def laion_training_checkpoint(model: nn.Module, *, epoch: int = 15, epochs: int = 45, steps_per_epoch: int = 1000,
+                              base_lr: float = 1e-4, warmup: int = 3200, seed: int = 0) -> dict:
+    """A checkpoint in the layout LAION-CLAP's training writes (``training/main.py``), for tests and
+    benchmarks that stand in for ``music_audioset_epoch_15_esc_90.14.pt``.
+
+    ``{"epoch": int, "name": str, "state_dict": {"module.*": tensor}, "optimizer": Adam state_dict}``:
+    the model was wrapped in DistributedDataParallel (``module.`` keys); Adam over laion's two groups
+    (gains/biases/logit scales without weight decay, the rest), one step taken with seeded random
+    gradients so every trained parameter has ``step``/``exp_avg``/``exp_avg_sq``; then each group's
+    ``lr`` set by laion's ``cosine_lr`` past warm-up, which yields a numpy float64 (``np.cos``), as in
+    the real file. fp32 training (its training script: ``--precision fp32``) writes no ``scaler``.
+    Trained parameters: all but HTSAT's STFT/mel front-end (frozen in laion-clap). ``model`` is left
+    untouched.
+    """
+    import numpy as np
+
+    frozen = ("audio_branch.spectrogram_extractor.", "audio_branch.logmel_extractor.")  # torchlibrosa, frozen
+    named = [(n, p) for n, p in model.named_parameters() if not n.startswith(frozen)]
+    gen = torch.Generator().manual_seed(seed)
+
+    def no_decay(name: str, p: torch.Tensor) -> bool:  # laion's ``exclude``
+        return p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
+
+    clones = {n: p.detach().clone().requires_grad_(True) for n, p in named}
+    optimizer = torch.optim.Adam(
+        [{"params": [clones[n] for n, p in named if no_decay(n, p)], "weight_decay": 0.0},
+         {"params": [clones[n] for n, p in named if not no_decay(n, p)], "weight_decay": 0.0}],
+        lr=base_lr, betas=(0.9, 0.999), eps=1e-8)
+    for clone in clones.values():
+        clone.grad = torch.randn(clone.shape, generator=gen) * 1e-3
+    optimizer.step()
+    step, total = epoch * steps_per_epoch - 1, epochs * steps_per_epoch  # defaults: laion's example script
+    lr = 0.5 * (1 + np.cos(np.pi * (step - warmup) / (total - warmup))) * base_lr  # laion's cosine_lr
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer_state = optimizer.state_dict()
+    del optimizer, clones
+    state = model.state_dict()
+    text = getattr(model, "text_branch", None)
+    if text is not None and "text_branch.embeddings.position_ids" not in state:  # transformers < 4.31 saved it
+        state["text_branch.embeddings.position_ids"] = torch.arange(text.config.max_position_embeddings)[None]
+    return {
+        "epoch": epoch,
+        "name": f"2023_01_01-00_00_00-model_HTSAT-base-lr_{base_lr}-b_96-j_6-p_fp32",
+        "state_dict": {f"module.{k}": v for k, v in state.items()},
+        "optimizer": optimizer_state,
+    }
 
 
 def load_text_side(text_model: str):

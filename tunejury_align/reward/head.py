@@ -10,7 +10,10 @@ state-dict keys are ``net.{0,4,8,12,16}.*`` (Linear) and ``net.{1,5,9,13}.*``
 from __future__ import annotations
 
 import json
+import logging
 import pickle
+import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +23,8 @@ from torch import nn
 #: Input blocks in the order the released features are concatenated, with their widths.
 FEATURE_BLOCKS: dict[str, int] = {"clap_audio": 512, "mert": 1024, "text": 512}
 HIDDEN_SIZES = (1024, 512, 256, 128)
+
+logger = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -86,8 +91,76 @@ def read_sidecar(checkpoint: Path) -> dict | None:
     return None
 
 
-def load_state_dict_safely(path: Path) -> dict[str, torch.Tensor]:
-    """``torch.load(weights_only=True)`` (or safetensors), unwrapping ``{"state_dict": ...}``."""
+def numpy_float64_globals() -> list[tuple[object, str]]:
+    """What unpickling a numpy ``float64`` scalar calls, each under the name a pickle can give it.
+
+    ``np.float64(x)`` pickles as ``numpy.core.multiarray.scalar(numpy.dtype('f8', ...), bytes)``
+    (numpy 2 writes ``numpy._core.multiarray.scalar``), and the dtype is then given its state, which
+    ``weights_only`` allows only for allow-listed types (``numpy.dtypes.Float64DType``). The objects
+    are taken from numpy itself (no deprecated module is imported), so both names work on numpy 1
+    and 2. Nothing else numpy can pickle (arrays, other dtypes) is covered.
+    """
+    import numpy as np
+
+    scalar = np.float64(0.0).__reduce__()[0]  # numpy's ``multiarray.scalar``
+    float64_dtype = type(np.dtype(np.float64))
+    return [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"),
+            (np.dtype, "numpy.dtype"), (float64_dtype, "numpy.dtypes.Float64DType")]
+
+
+def _unpickler_reason(err: Exception) -> str:
+    """The line of torch's ``weights_only`` error that says what was refused, without its advice
+    (which suggests ``weights_only=False`` or allow-listing the global)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    advice = ("Weights only load failed", "Check the documentation", "Please file an issue", "(1)", "(2)")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(advice)]
+    return lines[0].split(" Please use `torch.serialization", 1)[0] if lines else type(err).__name__
+
+
+def _private_mmap() -> bool:
+    """Whether ``torch.load(mmap=True)`` maps files copy-on-write (its default): tensors backed by
+    such a mapping can be written without the file changing."""
+    import mmap
+
+    private = getattr(mmap, "MAP_PRIVATE", None)
+    return private is not None and torch.serialization.get_default_mmap_options() == private
+
+
+def _torch_load(path: Path, *, numpy_scalars: bool, mmap: bool):
+    allowance: list = []
+    if numpy_scalars:
+        # Only for this call, and only what is not allowed already: torch's context manager
+        # removes on exit every entry it was given, which would drop a caller's own allowance.
+        present = set(torch.serialization.get_safe_globals())
+        allowance = [g for g in numpy_float64_globals() if g not in present]
+    if mmap and not _private_mmap():
+        logger.info("torch's default mmap mode is not MAP_PRIVATE (torch.serialization.set_default_mmap_options): "
+                    "reading %s whole rather than mapping it writable", path)
+        mmap = False
+    if mmap and not zipfile.is_zipfile(path):
+        logger.info("%s is in torch's legacy (pre-1.6, non-zip) format, which cannot be memory-mapped; "
+                    "reading it whole", path)
+        mmap = False
+    with torch.serialization.safe_globals(allowance):
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def load_state_dict_safely(path: Path, *, numpy_scalars: bool = False, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """``torch.load(weights_only=True)`` (or safetensors), unwrapping ``{"state_dict": ...}``.
+
+    Only the model weights are returned: for a training checkpoint (``{"epoch", "name",
+    "state_dict", "optimizer", ...}``) everything but ``state_dict`` is released, and a leading
+    ``module.`` (DistributedDataParallel) is stripped from the keys.
+
+    ``numpy_scalars``: also allow the numpy float64 scalars a training checkpoint carries outside its
+    weights (LAION-CLAP's learning rates, :func:`numpy_float64_globals`), for this load only.
+    ``mmap``: map the file instead of reading it, so the parts that are dropped (optimizer state) are
+    never read; the returned tensors are then backed by the private (copy-on-write) mapping. Files in
+    torch's legacy format, or a process whose torch mmap default is ``MAP_SHARED``, are read whole.
+    Raises :class:`CheckpointError` for anything else a pickle would have to run or build.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
@@ -97,17 +170,22 @@ def load_state_dict_safely(path: Path) -> dict[str, torch.Tensor]:
         obj = load_file(str(path))
     else:
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = _torch_load(path, numpy_scalars=numpy_scalars, mmap=mmap)
         except pickle.UnpicklingError as err:
             raise CheckpointError(
                 f"refusing to load {path}: it needs arbitrary pickle code to unpickle, which is unsafe "
-                f"(weights_only=True failed: {str(err).splitlines()[0]}). Re-save it as a plain state_dict "
+                f"(weights_only=True failed: {_unpickler_reason(err)}"
+                f"{'; of numpy, only float64 scalars are allowed' if numpy_scalars else ''}). "
+                "Re-save it as a plain state_dict "
                 "(torch.save(model.state_dict(), path)) or as safetensors."
             ) from err
-        except (RuntimeError, EOFError, OSError) as err:
+        except (RuntimeError, EOFError, OSError, ValueError, TypeError) as err:
             raise CheckpointError(f"cannot read checkpoint {path}: {err}. Is it a torch.save file?") from err
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
+        dropped = sorted(str(k) for k in obj if k != "state_dict")
+        if dropped:
+            logger.debug("%s: keeping 'state_dict', dropping %s", path, dropped)
+        obj = obj["state_dict"]  # the rest (optimizer state, ...) is released here
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} does not hold a state_dict (a dict of tensors), nor {{'state_dict': ...}}")
     if obj and all(k.startswith("module.") for k in obj):
