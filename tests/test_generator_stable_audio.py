@@ -21,6 +21,16 @@ FAST = {"steps": 4, "duration": 1.5}
 pytestmark = pytest.mark.filterwarnings("ignore:Should have t:UserWarning")  # torchsde, from pipe(...)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread, as in the AudioLDM2 and DITTO tests: on the shared 2-core machine, thread
+    contention made these tiny models ~7x slower. Restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def saved_tiny(tmp_path_factory):
     path = tmp_path_factory.mktemp("stable-audio") / "tiny-stable-audio"
