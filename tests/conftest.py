@@ -18,6 +18,7 @@ os.environ.pop("HF_TOKEN", None)
 import json  # noqa: E402
 import shutil  # noqa: E402
 import warnings  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -124,3 +125,38 @@ def make_clip(seconds: float, sample_rate: int, kind: str = "chord", channels: i
     else:
         wave = 0.1 * torch.randn(t.shape, generator=generator)
     return torch.stack([wave * (1.0 - 0.1 * c) for c in range(channels)])
+
+
+@contextmanager
+def forward_calls(*modules: torch.nn.Module):
+    """Counts calls of each module while the block runs: yields ``calls`` with ``calls[i]`` for
+    ``modules[i]``. A forward pre-hook fires on entry, so a checkpointed recomputation in backward counts
+    even when PyTorch stops it early (once it has every tensor backward needs)."""
+    calls = [0] * len(modules)
+
+    def counter(index: int):
+        def hook(module, args):
+            calls[index] += 1
+        return hook
+
+    handles = [module.register_forward_pre_hook(counter(i)) for i, module in enumerate(modules)]
+    try:
+        yield calls
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def saved_for_backward():
+    """Bytes of the tensors autograd keeps for backward from the ops run in the block (yields a one-item
+    list). A non-reentrant ``torch.utils.checkpoint`` region adds only its inputs here: the ops inside it
+    are packed by the checkpoint's own hooks, keep nothing, and are recomputed in backward."""
+    total = [0]
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        total[0] += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        yield total

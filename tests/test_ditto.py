@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import forward_calls
 
 from tunejury_align.config import ConfigError, load_config
 from tunejury_align.generators import as_diffusion_generator
@@ -86,13 +87,26 @@ def test_every_shipped_ditto_yaml_parses():
 # -- the differentiable path -------------------------------------------------------------------
 @pytest.mark.parametrize("family", ["stable-audio", "audioldm2"])
 def test_gradients_reach_the_noise_and_checkpointing_agrees(generators, frozen_reward, family):
+    """The memory settings change nothing in the gradient, and they run: with checkpoint_steps the
+    denoiser is called again in backward once per sampler step, with checkpoint_reward the reward's
+    CLAP and MERT encoders once each; without them, never."""
     generator = generators[family]
+    denoiser = generator.pipe.transformer if family == "stable-audio" else generator.pipe.unet
+    encoders = (frozen_reward.clap.audio_branch, frozen_reward.mert)
+    steps = TINY["sampler_steps"]
     grads = []
-    for steps, reward_ckpt in ((False, False), (True, False), (True, True)):
-        config = DittoConfig(**TINY, checkpoint_steps=steps, checkpoint_reward=reward_ckpt)
+    for steps_ckpt, reward_ckpt in ((False, False), (True, False), (True, True)):
+        config = DittoConfig(**TINY, checkpoint_steps=steps_ckpt, checkpoint_reward=reward_ckpt)
         objective = DittoObjective(generator, frozen_reward, PROMPT, config)
         noise = objective.initial_noise().requires_grad_(True)
-        objective(noise).loss.backward()
+        with forward_calls(denoiser, *encoders) as calls:
+            loss = objective(noise).loss
+            in_forward = list(calls)
+            loss.backward()
+        in_backward = [after - before for after, before in zip(calls, in_forward)]
+        assert in_forward == [steps, 1, 1]
+        expected = [steps if steps_ckpt else 0, int(reward_ckpt), int(reward_ckpt)]
+        assert in_backward == expected, (steps_ckpt, reward_ckpt)
         grads.append(noise.grad)
     plain = grads[0]
     assert torch.isfinite(plain).all() and plain.abs().max() > 0

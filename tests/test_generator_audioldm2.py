@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import forward_calls, saved_for_backward
 
 from tunejury_align.generators.audioldm2 import (
     AudioLDM2Generator,
@@ -115,6 +116,28 @@ def test_gradients_reach_initial_noise_and_checkpointing_agrees(generator):
     assert torch.isfinite(grads[0]).all() and grads[0].abs().max() > 1e-4
     torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=1e-5)
     assert all(p.grad is None for p in generator.pipe.unet.parameters())  # frozen: no parameter gradients
+
+
+def test_checkpointing_recomputes_each_step_in_backward(generator):
+    """checkpoint_steps=True runs, not only agrees: in backward the UNet is called again once per DDIM
+    step (never without checkpointing), and backward keeps only each step's input latents."""
+    options = AudioLDM2Options(steps=3, duration=1.0)  # guidance 3.5: one batched UNet call per step
+    calls_in, kept = {}, {}
+    for checkpoint_steps in (False, True):
+        noise = generator.initial_noise([1, 2], duration=1.0).requires_grad_(True)
+        with forward_calls(generator.pipe.unet) as calls:
+            with saved_for_backward() as saved:
+                latents = generator.sample(PROMPTS[:2], noise, options=options, checkpoint_steps=checkpoint_steps,
+                                           decode=False)
+            in_forward = calls[0]
+            latents.pow(2).sum().backward()
+        calls_in[checkpoint_steps] = {"forward": in_forward, "backward": calls[0] - in_forward}
+        kept[checkpoint_steps] = saved[0]
+        assert torch.isfinite(noise.grad).all() and noise.grad.abs().max() > 0
+    assert calls_in == {False: {"forward": 3, "backward": 0}, True: {"forward": 3, "backward": 3}}
+    step_inputs = options.steps * noise.numel() * noise.element_size()  # (B, C, H, W) float32 per step
+    assert kept[True] <= step_inputs + 1024  # the DDIM update is inside the checkpoint too
+    assert kept[False] > 100 * kept[True]  # the UNet's activations of every step
 
 
 def test_options_and_shapes_are_checked(generator):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import forward_calls, saved_for_backward
 
 from tunejury_align.generators.base import Generator, item_generators
 from tunejury_align.generators.stable_audio import (
@@ -19,6 +20,16 @@ PROMPTS = ["lofi hip hop beat with warm piano", "epic orchestral soundtrack", "a
 FAST = {"steps": 4, "duration": 1.5}
 
 pytestmark = pytest.mark.filterwarnings("ignore:Should have t:UserWarning")  # torchsde, from pipe(...)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread, as in the AudioLDM2 and DITTO tests: on the shared 2-core machine, thread
+    contention made these tiny models ~7x slower. Restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +97,29 @@ def test_gradients_reach_initial_noise_and_checkpointing_agrees(generator):
     # relative to the gradient's scale (latents start at sigma_max = 500, so d(loss)/d(noise) is small)
     assert (grad_ckpt - grad).abs().max() <= 1e-5 * grad.abs().max()
     assert all(p.grad is None for p in generator.pipe.transformer.parameters())  # frozen model
+
+
+def test_checkpointing_recomputes_each_step_in_backward(generator):
+    """checkpoint_steps=True runs, not only agrees: in backward the transformer is called again once per
+    sampler step (never without checkpointing), and backward keeps only each step's input latents."""
+    options = generator.options(**FAST)  # 4 steps, guidance 7: one batched transformer call per step
+    seeds = [1, 2]
+    calls_in, kept = {}, {}
+    for checkpoint_steps in (False, True):
+        noise = generator.initial_noise(seeds).requires_grad_(True)
+        with forward_calls(generator.pipe.transformer) as calls:
+            with saved_for_backward() as saved:
+                latents = generator.sample(PROMPTS[:2], noise, noise_seeds=seeds, options=options,
+                                           checkpoint_steps=checkpoint_steps, decode=False)
+            in_forward = calls[0]
+            latents.pow(2).sum().backward()
+        calls_in[checkpoint_steps] = {"forward": in_forward, "backward": calls[0] - in_forward}
+        kept[checkpoint_steps] = saved[0]
+        assert torch.isfinite(noise.grad).all() and noise.grad.abs().max() > 0
+    assert calls_in == {False: {"forward": 4, "backward": 0}, True: {"forward": 4, "backward": 4}}
+    step_inputs = options.steps * noise.numel() * noise.element_size()  # (B, C, L) float32 per step
+    assert kept[True] <= step_inputs + 1024  # + a few scheduler scalars (the SDE step stays outside)
+    assert kept[False] > 100 * kept[True]  # the transformer's activations of every step
 
 
 def test_missing_model_raises_model_not_found(tmp_path):
