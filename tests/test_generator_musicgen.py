@@ -142,12 +142,8 @@ def test_top_p_with_ties_keeps_the_same_probabilities(tiny, monkeypatch):
     torch.testing.assert_close(ours.sort(-1).values, theirs.sort(-1).values, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "top-p boundary rule: SeededSampler drops a token only when the probability mass strictly above it "
-    "exceeds top_p (`cumsum - p > top_p`, audiocraft's and LLaMA's rule), so a token whose mass above "
-    "equals top_p exactly is kept; transformers' TopPLogitsWarper drops it (it keeps the smallest set "
-    "whose mass is >= top_p). Two tokens tied at p = 0.5 with top_p = 0.5: we sample from both, "
-    "transformers from one."))
+# The sampler runs transformers' own TopPLogitsWarper: at an exact tie on the top-p boundary it keeps
+# the smallest set whose mass reaches top_p, as transformers does (our earlier rule kept both tokens).
 def test_top_p_boundary_equals_transformers(tiny, monkeypatch):
     model, _, _ = tiny
     scores = torch.full((1, VOCAB), -100.0)  # exp(-105) underflows: the two tied tokens hold exactly 0.5 each
