@@ -1,0 +1,86 @@
+"""MERT: the chunked conv stack equals the whole-segment one (also with MERT-v1's group norm)."""
+
+import functools
+
+import pytest
+import torch
+from conftest import make_clip
+
+from tunejury_align.reward.mert import MertEncoder
+from tunejury_align.reward.tiny import seeded, tiny_mert_config
+
+
+@functools.cache
+def tiny_hubert(norm: str | None = None, seed: int = 0):
+    """A tiny MERT-shaped ``HubertModel`` (eval); ``norm`` overrides ``feat_extract_norm`` on its config."""
+    from transformers import HubertModel
+
+    config = tiny_mert_config()
+    if norm is not None:
+        config.feat_extract_norm = norm
+    with seeded(seed):
+        return HubertModel(config).eval().requires_grad_(False)
+
+
+def swelling_noise(seconds: float, batch: int = 2) -> torch.Tensor:
+    """Noise whose level rises 20x over the clip: chunk-local GroupNorm statistics would be far off."""
+    samples = int(seconds * 24_000)
+    return make_clip(seconds, 24_000, "noise", channels=batch) * torch.linspace(0.1, 2.0, samples)
+
+
+def relative_l2(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("norm", ["group", "layer"])
+@pytest.mark.parametrize("chunk", [None, 7, 0])  # CPU default (16 frames), 7 frames, whole segment (GPU-style)
+@pytest.mark.parametrize("seconds", [0.0167, 0.7, 2.31])
+def test_conv_features_equal_the_whole_segment_feature_extractor(norm, chunk, seconds):
+    model = tiny_hubert(norm)
+    encoder = MertEncoder(model, do_normalize=False, conv_chunk_frames=chunk)
+    wave = swelling_noise(seconds)
+    calls = []
+    handle = model.feature_extractor.conv_layers[0].conv.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        ours = encoder.conv_features(wave)
+    handle.remove()
+    with torch.no_grad():
+        expected = model.feature_extractor(wave)
+    assert ours.shape == expected.shape
+    assert relative_l2(ours, expected) <= 1e-5
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
+    frames = expected.shape[-1]
+    if chunk == 0 or frames <= (chunk or 16):
+        assert len(calls) == 1  # one pass of the stock module
+    else:
+        assert len(calls) > 2  # really chunked (for "group": a statistics pass, then the chunks)
+
+
+@pytest.mark.parametrize("chunk", [None, 0])
+def test_chunked_group_norm_gradients_equal_the_whole_segment_ones(chunk):
+    model = tiny_hubert("group")
+    encoder = MertEncoder(model, do_normalize=False, conv_chunk_frames=chunk)
+    wave = swelling_noise(1.3).requires_grad_(True)
+    weights = torch.randn(2, model.config.conv_dim[-1], 1, generator=torch.Generator().manual_seed(1))
+    (ours,) = torch.autograd.grad((encoder.conv_features(wave) * weights).sum(), wave)
+    (expected,) = torch.autograd.grad((model.feature_extractor(wave) * weights).sum(), wave)
+    assert relative_l2(ours, expected) <= 1e-5
+
+
+def test_full_size_conv_stack_chunks_equal_the_whole_segment():
+    """MERT-v1-330M's real conv stack (512 channels x 7, group norm), a 3 s clip in 16-frame CPU chunks."""
+    from transformers import HubertModel
+
+    from tunejury_align.reward.fullsize import mert_330m_config
+
+    config = mert_330m_config()
+    config.num_hidden_layers = 1  # only the conv stack runs here
+    config.feat_extract_norm = "group"  # MERT-v1-330M's
+    with seeded(0):
+        model = HubertModel(config).eval().requires_grad_(False)
+    wave = swelling_noise(3.0, batch=1)
+    with torch.no_grad():
+        ours = MertEncoder(model, do_normalize=False).conv_features(wave)
+        expected = model.feature_extractor(wave)
+    assert relative_l2(ours, expected) <= 1e-5
+    assert relative_l2(ours.mean(-1), expected.mean(-1)) <= 1e-5
