@@ -1,13 +1,57 @@
-"""MERT: the chunked conv stack equals the whole-segment one (also with MERT-v1's group norm)."""
+"""MERT: the real config's fields in every fixture and the chunked conv stack (exact for MERT-v1's group
+norm)."""
 
 import functools
+import json
 
 import pytest
 import torch
-from conftest import make_clip
+from conftest import hub_snapshot, make_clip, mert_style_config
 
-from tunejury_align.reward.mert import MertEncoder
+from tunejury_align.reward.mert import MERT_V1_FIELDS, MertEncoder
 from tunejury_align.reward.tiny import seeded, tiny_mert_config
+
+# MERT-v1-330M's config.json as on the hub (REFERENCE.md, "The real files"): pins MERT_V1_FIELDS, which
+# every fixture is built from.
+REAL_MERT_V1_330M_FIELDS = {
+    "feat_extract_norm": "group", "do_stable_layer_norm": True, "feat_proj_layer_norm": True, "conv_bias": False,
+    "conv_kernel": [10, 3, 3, 3, 3, 2, 2], "conv_stride": [5, 2, 2, 2, 2, 2, 2], "num_conv_pos_embedding_groups": 16,
+    "hidden_act": "gelu", "feat_extract_activation": "gelu", "layer_norm_eps": 1e-5, "deepnorm": False,
+    "attention_relax": 32.0, "feature_extractor_cqt": False, "sample_rate": 24000,
+}
+
+
+def non_size_fields(config) -> dict:
+    """The fields of ``REAL_MERT_V1_330M_FIELDS`` from a ``HubertConfig`` or a ``config.json`` dict."""
+    config = config if isinstance(config, dict) else config.to_dict()
+    return {k: list(config[k]) if isinstance(config.get(k), tuple) else config.get(k, "<absent>")
+            for k in REAL_MERT_V1_330M_FIELDS}
+
+
+def test_the_package_constant_is_the_real_config():
+    assert non_size_fields(MERT_V1_FIELDS) == REAL_MERT_V1_330M_FIELDS
+
+
+@pytest.mark.parametrize("fixture", ["tiny", "fullsize", "conftest", "debug", "hub_cache", "loaded"])
+def test_every_mert_fixture_copies_the_real_non_size_fields(fixture, request):
+    if fixture == "tiny":
+        config = tiny_mert_config()
+    elif fixture == "fullsize":  # the benchmarks' MERT (benchmarks/ build it through fullsize_reward)
+        from tunejury_align.reward.fullsize import mert_330m_config
+
+        config = mert_330m_config()
+    elif fixture == "conftest":
+        config = mert_style_config(tiny_mert_config())
+    elif fixture == "debug":
+        config = request.getfixturevalue("components")[2].model.config
+    elif fixture == "hub_cache":
+        request.getfixturevalue("hub_cache")
+        config = json.loads((hub_snapshot("m-a-p/MERT-v1-330M") / "config.json").read_text())
+    else:
+        config = request.getfixturevalue("reward").mert.model.config
+    assert non_size_fields(config) == REAL_MERT_V1_330M_FIELDS
+    hidden = config["hidden_size"] if isinstance(config, dict) else config.hidden_size
+    assert hidden == 1024  # the head's MERT block is 1024-d
 
 
 @functools.cache
@@ -75,7 +119,6 @@ def test_full_size_conv_stack_chunks_equal_the_whole_segment():
 
     config = mert_330m_config()
     config.num_hidden_layers = 1  # only the conv stack runs here
-    config.feat_extract_norm = "group"  # MERT-v1-330M's
     with seeded(0):
         model = HubertModel(config).eval().requires_grad_(False)
     wave = swelling_noise(3.0, batch=1)

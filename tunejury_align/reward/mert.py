@@ -24,6 +24,16 @@ from .head import CheckpointError
 MERT_REPO = "m-a-p/MERT-v1-330M"
 MERT_SAMPLE_RATE = 24_000
 MERT_SEGMENT_SECONDS = 300
+#: The non-size fields of MERT-v1-330M's ``config.json`` (checked against the hub file). Every tiny or
+#: full-size MERT fixture (``tiny.tiny_mert_config``, ``fullsize.mert_330m_config``, the tests') is built
+#: from these and changes only widths, depths and counts, so tests run the real model's code paths
+#: (GroupNorm over the first conv layer's whole output, stable layer norm, ...).
+MERT_V1_FIELDS: dict = dict(
+    feat_extract_norm="group", do_stable_layer_norm=True, feat_proj_layer_norm=True, conv_bias=False,
+    conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2), num_conv_pos_embedding_groups=16,
+    hidden_act="gelu", feat_extract_activation="gelu", layer_norm_eps=1e-5, deepnorm=False, attention_relax=32.0,
+    feature_extractor_cqt=False, sample_rate=MERT_SAMPLE_RATE,
+)
 #: Output frames per time chunk of the convolutional feature extractor on CPU (``MertEncoder.conv_features``).
 CONV_CHUNK_FRAMES = 16
 
