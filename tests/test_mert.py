@@ -1,5 +1,5 @@
-"""MERT: the real config's fields in every fixture and the chunked conv stack (exact for MERT-v1's group
-norm)."""
+"""MERT: the real config's fields in every fixture, the chunked conv stack (exact for MERT-v1's group
+norm) and the release protocol's segments."""
 
 import functools
 import json
@@ -127,3 +127,26 @@ def test_full_size_conv_stack_chunks_equal_the_whole_segment():
         expected = model.feature_extractor(wave)
     assert relative_l2(ours, expected) <= 1e-5
     assert relative_l2(ours.mean(-1), expected.mean(-1)) <= 1e-5
+
+
+def test_segments_merge_a_final_piece_shorter_than_one_second(components):
+    mert = components[2]
+    encoder = MertEncoder(mert.model, mert.do_normalize, segment_seconds=1.0)
+    assert encoder.segments(60_000) == [(0, 24_000), (24_000, 60_000)]  # 1 s + 1.5 s (0.5 s tail merged)
+    assert encoder.segments(71_999) == [(0, 24_000), (24_000, 71_999)]
+    assert encoder.segments(72_000) == [(0, 24_000), (24_000, 48_000), (48_000, 72_000)]  # a 1 s tail stays
+    assert encoder.segments(12_000) == [(0, 12_000)]  # a clip under 1 s is its own segment
+    assert MertEncoder(mert.model, False).segments(300 * 24_000 + 23_999) == [(0, 300 * 24_000 + 23_999)]
+
+    wave = make_clip(2.5, 24_000, "noise", channels=1) * torch.linspace(0.2, 1.5, 60_000)
+    with torch.no_grad():
+        first, merged, alone = (encoder._segment_features(wave[:, a:b])
+                                for a, b in [(0, 24_000), (24_000, 60_000), (48_000, 60_000)])
+        assert (first[1], merged[1]) == (74, 112)  # frame counts: the weights
+        expected = (first[0] * 74 + merged[0] * 112) / (74 + 112)
+        got = encoder(wave)
+        torch.testing.assert_close(got, expected)
+        middle = encoder._segment_features(wave[:, 24_000:48_000])
+        scored_alone = (first[0] * 74 + middle[0] * 74 + alone[0] * alone[1]) / (148 + alone[1])
+        dropped = (first[0] + middle[0]) / 2
+        assert relative_l2(got, scored_alone) > 1e-3 and relative_l2(got, dropped) > 1e-3

@@ -24,6 +24,8 @@ from .head import CheckpointError
 MERT_REPO = "m-a-p/MERT-v1-330M"
 MERT_SAMPLE_RATE = 24_000
 MERT_SEGMENT_SECONDS = 300
+#: A final piece shorter than this is merged into the previous segment (the release scoring script).
+MERT_MIN_TAIL_SECONDS = 1.0
 #: The non-size fields of MERT-v1-330M's ``config.json`` (checked against the hub file). Every tiny or
 #: full-size MERT fixture (``tiny.tiny_mert_config``, ``fullsize.mert_330m_config``, the tests') is built
 #: from these and changes only widths, depths and counts, so tests run the real model's code paths
@@ -93,8 +95,9 @@ def hubert_config_from_mert(config_dict: dict):
 class MertEncoder(nn.Module):
     """MERT features: ``(B, T)`` mono 24 kHz -> ``(B, hidden)`` last hidden state, mean over time.
 
-    Long input is cut into consecutive ``segment_seconds`` segments whose frame means are averaged
-    weighted by their frame counts (the release protocol).
+    Long input is cut into consecutive ``segment_seconds`` segments (a final piece shorter than
+    ``MERT_MIN_TAIL_SECONDS`` is merged into the previous segment) whose frame means are averaged weighted
+    by their frame counts (the release protocol).
     """
 
     sample_rate = MERT_SAMPLE_RATE
@@ -112,6 +115,8 @@ class MertEncoder(nn.Module):
         self.do_normalize = bool(do_normalize)
         self.segment_samples = int(segment_seconds * MERT_SAMPLE_RATE)
         self.hidden_size = int(model.config.hidden_size)
+        if self.segment_samples < self._receptive_field()[0]:
+            raise ValueError(f"segment_seconds={segment_seconds} is shorter than one MERT frame")
 
     @classmethod
     def from_pretrained(cls, source: str = MERT_REPO, **model_kwargs) -> MertEncoder:
@@ -245,17 +250,23 @@ class MertEncoder(nn.Module):
             return torch.cat([self._features(wave[i:i + step]) for i in range(0, wave.shape[0], step)])
         return self._features(wave)
 
+    def segments(self, total: int) -> list[tuple[int, int]]:
+        """``[start, end)`` sample ranges of the segments of a ``total``-sample input: consecutive
+        ``segment_seconds`` pieces, a final piece shorter than ``MERT_MIN_TAIL_SECONDS`` merged into the
+        previous segment (the release scoring script)."""
+        bounds = list(range(0, total, self.segment_samples)) + [total]
+        if len(bounds) > 2 and bounds[-1] - bounds[-2] < MERT_MIN_TAIL_SECONDS * MERT_SAMPLE_RATE:
+            del bounds[-2]
+        return list(zip(bounds[:-1], bounds[1:]))
+
     def _features(self, wave: torch.Tensor) -> torch.Tensor:
         total = wave.shape[-1]
         min_samples = self._receptive_field()[0]  # one frame (400 samples for MERT)
         if total < min_samples:
             raise ValueError(f"audio too short for MERT: {total} samples at 24 kHz (< {min_samples}, ~17 ms)")
         sums, frames = None, 0
-        for start in range(0, total, self.segment_samples):
-            segment = wave[:, start:start + self.segment_samples]
-            if segment.shape[-1] < min_samples:  # a tail shorter than one frame adds nothing
-                continue
-            mean, count = self._segment_features(segment)
+        for start, end in self.segments(total):
+            mean, count = self._segment_features(wave[:, start:end])
             sums = mean * count if sums is None else sums + mean * count
             frames += count
         return sums / frames
