@@ -1,13 +1,15 @@
 """MERT: the real config's fields in every fixture, the chunked conv stack (exact for MERT-v1's group
-norm) and the release protocol's segments."""
+norm), the release protocol's segments and a strict checkpoint load."""
 
 import functools
 import json
+import shutil
 
 import pytest
 import torch
 from conftest import hub_snapshot, make_clip, mert_style_config
 
+from tunejury_align.reward.head import CheckpointError
 from tunejury_align.reward.mert import MERT_V1_FIELDS, MertEncoder
 from tunejury_align.reward.tiny import seeded, tiny_mert_config
 
@@ -150,3 +152,53 @@ def test_segments_merge_a_final_piece_shorter_than_one_second(components):
         scored_alone = (first[0] * 74 + middle[0] * 74 + alone[0] * alone[1]) / (148 + alone[1])
         dropped = (first[0] + middle[0]) / 2
         assert relative_l2(got, scored_alone) > 1e-3 and relative_l2(got, dropped) > 1e-3
+
+
+@pytest.fixture()
+def mert_folder(hub_cache, tmp_path):
+    folder = tmp_path / "mert"
+    shutil.copytree(hub_snapshot("m-a-p/MERT-v1-330M"), folder)
+    return folder
+
+
+def edit_weights(folder, edit) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    state = load_file(path)
+    edit(state)
+    save_file(state, path, metadata={"format": "pt"})
+
+
+def test_mert_checkpoint_with_a_missing_weight_is_refused(mert_folder):
+    edit_weights(mert_folder, lambda state: state.pop("encoder.layers.0.attention.q_proj.weight"))
+    with pytest.raises(CheckpointError, match=r"1 missing weight\(s\): encoder\.layers\.0\.attention\.q_proj\.weight"):
+        MertEncoder.from_pretrained(str(mert_folder))
+
+
+def test_mert_checkpoint_with_an_unexpected_weight_is_refused(mert_folder):
+    edit_weights(mert_folder, lambda state: state.update({"encoder.extra_head.weight": torch.zeros(4)}))
+    with pytest.raises(CheckpointError, match=r"1 unexpected weight\(s\): encoder\.extra_head\.weight"):
+        MertEncoder.from_pretrained(str(mert_folder))
+
+
+def test_mert_checkpoint_may_carry_the_spec_augment_mask_vector(mert_folder, components):
+    edit_weights(mert_folder, lambda state: state.update({"masked_spec_embed": torch.zeros(1024)}))
+    loaded = MertEncoder.from_pretrained(str(mert_folder))
+    for ours, theirs in zip(loaded.state_dict().values(), components[2].state_dict().values()):
+        assert torch.equal(ours, theirs)
+
+
+def test_mert_checkpoint_with_old_weight_norm_names_loads(mert_folder, components):
+    """Older checkpoints store the positional conv's weight norm as weight_g / weight_v: transformers
+    renames them on load, so the strict check sees them neither missing nor unexpected."""
+    prefix = "encoder.pos_conv_embed.conv."
+
+    def rename(state):
+        state[prefix + "weight_g"] = state.pop(prefix + "parametrizations.weight.original0")
+        state[prefix + "weight_v"] = state.pop(prefix + "parametrizations.weight.original1")
+
+    edit_weights(mert_folder, rename)
+    loaded = MertEncoder.from_pretrained(str(mert_folder))
+    for ours, theirs in zip(loaded.state_dict().values(), components[2].state_dict().values()):
+        assert torch.equal(ours, theirs)

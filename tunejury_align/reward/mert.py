@@ -92,6 +92,27 @@ def hubert_config_from_mert(config_dict: dict):
     return HubertConfig.from_dict(fields)
 
 
+#: Weights a MERT checkpoint may have or lack: SpecAugment's mask vector (training only, never used here).
+OPTIONAL_MERT_KEYS = frozenset({"masked_spec_embed"})
+
+
+def _check_loading_info(source: str, info: dict) -> None:
+    """Refuse a MERT checkpoint whose weights do not match the model built from its config (transformers
+    would otherwise fill missing weights with random values and only log it)."""
+    problems = []
+    for what, keys in (("missing", info.get("missing_keys")), ("unexpected", info.get("unexpected_keys"))):
+        keys = sorted(set(keys or ()) - OPTIONAL_MERT_KEYS)
+        if keys:
+            shown = ", ".join(keys[:10]) + (f" (+{len(keys) - 10} more)" if len(keys) > 10 else "")
+            problems.append(f"{len(keys)} {what} weight(s): {shown}")
+    mismatched = sorted(str(k) for k in info.get("mismatched_keys") or ())
+    if mismatched:
+        problems.append(f"{len(mismatched)} weight(s) of the wrong shape: {', '.join(mismatched[:10])}")
+    problems += [str(m) for m in info.get("error_msgs") or ()]
+    if problems:
+        raise CheckpointError(f"MERT checkpoint '{source}' does not match its config.json: " + "; ".join(problems))
+
+
 class MertEncoder(nn.Module):
     """MERT features: ``(B, T)`` mono 24 kHz -> ``(B, hidden)`` last hidden state, mean over time.
 
@@ -125,13 +146,15 @@ class MertEncoder(nn.Module):
         config_dict = _read_json(source, "config.json", optional=False)
         preprocessor = _read_json(source, "preprocessor_config.json", optional=True) or {}
         config = hubert_config_from_mert(config_dict)
+        model_kwargs.pop("output_loading_info", None)
         try:
-            model = HubertModel.from_pretrained(source, config=config, **model_kwargs)
+            model, info = HubertModel.from_pretrained(source, config=config, output_loading_info=True, **model_kwargs)
         except OSError as err:
             raise ModelNotFoundError(
                 f"MERT weights for '{source}' not found: {err}. On a machine with network run "
                 f"`huggingface-cli download {source}`, or pass a local folder."
             ) from err
+        _check_loading_info(source, info)
         return cls.from_model(model, do_normalize=preprocessor.get("do_normalize", False))
 
     @classmethod
