@@ -239,7 +239,8 @@ def test_bfloat16_scores_track_float32(hub_cache, reward):
     assert next(bf16.mert.parameters()).dtype == torch.bfloat16
     clips = torch.stack([make_clip(2.0, 48_000, k, seed=i) for i, k in enumerate(["tone", "chord", "noise"])])
     with torch.no_grad():
-        torch.testing.assert_close(bf16(clips, 48_000, "x"), reward(clips, 48_000, "x"), atol=0.15, rtol=0.1)
+        # measured here (torch 2.14.1, CPU): |bf16 - fp32| = 0.0066 / 0.0029 / 0.0059 on scores 0.43 / 0.36 / 0.20
+        torch.testing.assert_close(bf16(clips, 48_000, "x"), reward(clips, 48_000, "x"), atol=0.02, rtol=0.0)
 
 
 @pytest.mark.parametrize("seconds", [0.0167, 0.7, 2.31])
