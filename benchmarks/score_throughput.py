@@ -5,15 +5,23 @@ not depend on weight values), 32 varied synthetic 10 s clips (tones, chords, noi
 same process, same machine:
 
 * reference loop (how the published scripts score): per clip, read the file for CLAP, resample to
-  48 kHz, int16-round, CLAP audio; read the file again, resample to 24 kHz, MERT with all hidden
-  states kept; re-encode the prompt; head. Batch size 1, gradients off.
-* ours: read each file once, ``reward(batch (B, C, T), sr, prompts)`` under ``torch.inference_mode``
-  (text encoded once per prompt), fp32; then the same with the encoders in bf16.
+  48 kHz, int16-round, CLAP audio; read the file again, resample to 24 kHz, MERT as the stock
+  ``HubertModel`` forward over the whole clip (one segment, group norm over all of it) with all hidden
+  states kept; re-encode the prompt; head. Batch size 1.
+* ours: read each file once, ``reward(batch (B, C, T), sr, prompts)`` (text encoded once per prompt,
+  MERT's conv stack in time chunks on CPU), fp32; then the same with the encoders in bf16.
+
+Both run under ``torch.inference_mode``. Before timing, both score the first ``--check-clips`` clips
+and must agree (fp32, ``--atol``); ``loop_max_abs_delta`` is the largest |ours - loop| over the
+timed loop clips. (Random weights give scores within ~0.005 of each other; on the first 2 clips ours
+differs from the loop by 6e-9, while chunk-local group-norm statistics, the bug this check guards
+against, gave 6.7e-4.)
 
 flop_fraction = (encoder FLOPs per clip x clips/s) / (torch fp32 matmul FLOP/s measured in this
 process). Ends with one ``RESULT ...`` line.
 
     python benchmarks/score_throughput.py                     # 32 clips, batch 8, CPU
+    python benchmarks/score_throughput.py --clips 2           # a quick end-to-end check
     python benchmarks/score_throughput.py --device cuda --batch 16
 """
 
@@ -64,7 +72,7 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def reference_loop(reward, files, prompts, device) -> np.ndarray:
     scores = []
     for path, prompt in zip(files, prompts):
@@ -75,7 +83,10 @@ def reference_loop(reward, files, prompts, device) -> np.ndarray:
         clap_audio = reward.clap.embed_audio(centre_window(clap_in, CLAP_WINDOW))
         wave, sr = read_audio(path)  # read 2: MERT
         mert_in = resample(to_mono(wave[None].to(device)), sr, 24_000)
-        outputs = reward.mert.model(mert_in, output_hidden_states=True)  # all hidden states kept
+        if reward.mert.do_normalize:  # Wav2Vec2FeatureExtractor's zero-mean unit-variance
+            mert_in = (mert_in - mert_in.mean()) / torch.sqrt(mert_in.var(unbiased=False) + 1e-7)
+        mert_in = mert_in.to(next(reward.mert.model.parameters()).dtype)
+        outputs = reward.mert.model(mert_in, output_hidden_states=True)  # whole clip; all hidden states kept
         mert = outputs.last_hidden_state.mean(dim=1)
         text = reward.clap.embed_text([prompt]) if prompt else torch.zeros(1, 512, device=device)  # re-encoded
         scores.append(float(reward.head(torch.cat([clap_audio, mert, text], dim=-1).float())[0]))
@@ -130,6 +141,10 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--loop-clips", type=int, default=None,
                         help="time the reference loop on this many clips only (default: all)")
+    parser.add_argument("--check-clips", type=int, default=2,
+                        help="clips scored by both paths before timing, which must agree (default: 2)")
+    parser.add_argument("--atol", type=float, default=1e-5,
+                        help="largest |ours - loop| fp32 score difference accepted (default: 1e-5)")
     args = parser.parse_args()
     device = torch.device(args.device)
     clips = synthetic_clips(args.clips)
@@ -146,12 +161,18 @@ def main() -> None:
     flops = encoder_flops_per_clip(reward, clips[0], device)
     print(f"torch fp32 matmul: {peak / 1e9:.1f} GFLOP/s; encoders: {flops / 1e9:.1f} GFLOP per 10 s clip")
 
-    # warm-up both paths (allocator, oneDNN primitives) on one short clip, outside the timings
-    reference_loop(reward, files[:1], prompts[:1], device)
-    batched(reward, files[:1], prompts[:1], 1, device)
+    # both paths must give the same scores (also warms up the allocator and oneDNN primitives)
+    n_check = max(1, min(args.check_clips, args.clips))
+    check_loop = reference_loop(reward, files[:n_check], prompts[:n_check], device)
+    check_ours = batched(reward, files[:n_check], prompts[:n_check], args.batch, device)
+    check_delta = float(np.abs(check_ours - check_loop).max())
+    print(f"check on {n_check} clips: loop {' '.join(f'{x:.5f}' for x in check_loop)}, "
+          f"ours {' '.join(f'{x:.5f}' for x in check_ours)}, max |delta| {check_delta:.2e}")
+    if not check_delta <= args.atol:
+        raise SystemExit(f"ours and the reference loop disagree: max |delta| {check_delta:.3e} > {args.atol:g}")
 
     n_loop = args.loop_clips or args.clips
-    _, loop_s = timed(lambda: reference_loop(reward, files[:n_loop], prompts[:n_loop], device), device)
+    loop_scores, loop_s = timed(lambda: reference_loop(reward, files[:n_loop], prompts[:n_loop], device), device)
     loop_rate = n_loop / loop_s
     print(f"reference loop : {loop_rate:.3f} clips/s ({loop_s / n_loop:.2f} s/clip)")
 
@@ -159,8 +180,12 @@ def main() -> None:
     fp32_scores, ours_s = timed(lambda: batched(reward, files, prompts, args.batch, device), device)
     ours_rate = args.clips / ours_s
     flop_fraction = flops * ours_rate / peak
+    loop_delta = float(np.abs(fp32_scores[:n_loop] - loop_scores).max())
     print(f"ours fp32      : {ours_rate:.3f} clips/s ({ours_s / args.clips:.2f} s/clip), "
-          f"{ours_rate / loop_rate:.2f}x the loop, flop_fraction {flop_fraction:.2f}")
+          f"{ours_rate / loop_rate:.2f}x the loop, flop_fraction {flop_fraction:.2f}, "
+          f"max |ours - loop| {loop_delta:.2e} over {n_loop} clips")
+    if not loop_delta <= args.atol:
+        raise SystemExit(f"ours and the reference loop disagree: max |delta| {loop_delta:.3e} > {args.atol:g}")
 
     reward_bf16 = fullsize_reward(seed=0, device=device, dtype=torch.bfloat16)
     batched(reward_bf16, files[:1], prompts[:1], 1, device)
@@ -172,7 +197,8 @@ def main() -> None:
     print(f"ours bf16      : {bf16_rate:.3f} clips/s, {bf16_rate / ours_rate:.2f}x fp32, Spearman {rho:.4f}, "
           f"max |delta| {max_delta:.4f} (fp32 score std {fp32_scores.std():.4f})")
     print(f"RESULT speedup={ours_rate / loop_rate:.3f} flop_fraction={flop_fraction:.3f} "
-          f"bf16_speedup={bf16_rate / ours_rate:.3f} bf16_spearman={rho:.4f} bf16_max_abs_delta={max_delta:.4f}")
+          f"bf16_speedup={bf16_rate / ours_rate:.3f} bf16_spearman={rho:.4f} loop_max_abs_delta={loop_delta:.2e} "
+          f"bf16_max_abs_delta={max_delta:.4f}")
 
 
 if __name__ == "__main__":

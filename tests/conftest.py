@@ -40,11 +40,11 @@ def hub_snapshot(repo_id: str) -> Path:
 
 
 def mert_style_config(hubert_config) -> dict:
-    """A MERT ``config.json`` (remote-code model type and MERT's extra fields) for a HuBERT config."""
+    """A MERT ``config.json`` for a HuBERT config built from ``MERT_V1_FIELDS`` (which carries MERT's
+    extra fields: deepnorm, attention_relax, ...): the config's fields plus the remote-code model type."""
     config = hubert_config.to_dict()
     config.update(model_type="mert_model", architectures=["MERTModel"],
-                  auto_map={"AutoConfig": "configuration_MERT.MERTConfig", "AutoModel": "modeling_MERT.MERTModel"},
-                  deepnorm=False, attention_relax=32.0, feature_extractor_cqt=False, sample_rate=24000)
+                  auto_map={"AutoConfig": "configuration_MERT.MERTConfig", "AutoModel": "modeling_MERT.MERTModel"})
     return config
 
 

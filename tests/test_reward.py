@@ -208,19 +208,6 @@ def test_bad_files_are_refused(reward, tmp_path):
             reward.score_files([tmp_path / name])
 
 
-def test_mert_segments_are_length_weighted(reward):
-    from tunejury_align.reward.mert import MertEncoder
-
-    segmented = MertEncoder(reward.mert.model, reward.mert.do_normalize, segment_seconds=1.0)
-    wave = make_clip(2.5, 24_000, "noise", channels=1)  # segments of 1 s, 1 s, 0.5 s
-    with torch.no_grad():
-        parts = [segmented._segment_features(wave[:, s:s + 24_000]) for s in (0, 24_000, 48_000)]
-        expected = sum(mean * count for mean, count in parts) / sum(count for _, count in parts)
-        torch.testing.assert_close(segmented(wave), expected)
-        whole = reward.mert(wave)  # one 300 s segment: differs from the 3-segment average
-        assert not torch.allclose(whole, expected)
-
-
 def test_deepnorm_scales_residuals(components):
     from transformers import HubertModel
 
@@ -252,7 +239,8 @@ def test_bfloat16_scores_track_float32(hub_cache, reward):
     assert next(bf16.mert.parameters()).dtype == torch.bfloat16
     clips = torch.stack([make_clip(2.0, 48_000, k, seed=i) for i, k in enumerate(["tone", "chord", "noise"])])
     with torch.no_grad():
-        torch.testing.assert_close(bf16(clips, 48_000, "x"), reward(clips, 48_000, "x"), atol=0.15, rtol=0.1)
+        # measured here (torch 2.14.1, CPU): |bf16 - fp32| = 0.0066 / 0.0029 / 0.0059 on scores 0.43 / 0.36 / 0.20
+        torch.testing.assert_close(bf16(clips, 48_000, "x"), reward(clips, 48_000, "x"), atol=0.02, rtol=0.0)
 
 
 @pytest.mark.parametrize("seconds", [0.0167, 0.7, 2.31])

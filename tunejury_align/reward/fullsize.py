@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .clap import ClapEncoder
 from .head import HeadSpec, TuneJuryHead
-from .mert import MertEncoder
+from .mert import MERT_V1_FIELDS, MertEncoder
 from .model import RewardInfo, TuneJuryReward
 from .tiny import seeded, tiny_roberta_tokenizer
 
@@ -16,13 +16,13 @@ HTSAT_BASE = dict(embed_dim=128, depths=[2, 2, 12, 2], num_heads=[4, 8, 16, 32],
 
 
 def mert_330m_config():
+    """MERT-v1-330M's config: its non-size fields (``mert.MERT_V1_FIELDS``) and its real sizes."""
     from transformers import HubertConfig
 
     return HubertConfig(
+        **MERT_V1_FIELDS,
         hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-        conv_dim=(512,) * 7, conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),
-        conv_bias=False, feat_extract_norm="layer", do_stable_layer_norm=True, feat_proj_layer_norm=True,
-        num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16,
+        conv_dim=(512,) * 7, num_conv_pos_embeddings=128,
         hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0, layerdrop=0.0,
     )
 

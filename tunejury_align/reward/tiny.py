@@ -24,15 +24,16 @@ def tiny_roberta_config(vocab_size: int):
 
 
 def tiny_mert_config():
-    """A HuBERT config shaped like MERT-v1 (layer-norm conv stack, 320x downsampling), tiny widths."""
+    """A HuBERT config with MERT-v1-330M's non-size fields (``mert.MERT_V1_FIELDS``), tiny widths."""
     from transformers import HubertConfig
 
+    from .mert import MERT_V1_FIELDS
+
     return HubertConfig(
+        **MERT_V1_FIELDS,
         # width 1024 as in MERT-v1-330M: the head's MERT block is 1024-d
         hidden_size=1024, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
-        conv_dim=(16,) * 7, conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),
-        conv_bias=False, feat_extract_norm="layer", feat_extract_activation="gelu", do_stable_layer_norm=True,
-        num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=16, feat_proj_layer_norm=True,
+        conv_dim=(16,) * 7, num_conv_pos_embeddings=4,
         hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
         layerdrop=0.0, mask_time_prob=0.0, apply_spec_augment=False,
     )
