@@ -118,10 +118,14 @@ def progress_log(folder: Path, rank: int) -> Path:
 
 
 def log_unit(folder: Path, rank: int, prompt_index: int, candidates: list[int], seeds: list[int],
-             scores, **extra) -> None:
-    """Append one finished unit (a prompt's candidates with their seeds and scores) to this process's log."""
-    append_jsonl(progress_log(folder, rank), [{"prompt_index": prompt_index, "candidates": candidates,
-                                               "seeds": seeds, "scores": [float(s) for s in scores], **extra}])
+             scores, extras: dict | None = None) -> None:
+    """Append one finished unit (a prompt's candidates with their seeds, scores and extra scores, e.g.
+    the debug world's truth) to this process's log."""
+    record = {"prompt_index": prompt_index, "candidates": candidates, "seeds": seeds,
+              "scores": [float(s) for s in scores]}
+    if extras:
+        record["extras"] = {name: [float(v) for v in values] for name, values in extras.items()}
+    append_jsonl(progress_log(folder, rank), [record])
 
 
 def load_unit_scores(folder: Path) -> dict[tuple[int, int], float]:
@@ -132,6 +136,17 @@ def load_unit_scores(folder: Path) -> dict[tuple[int, int], float]:
             for c, score in zip(record["candidates"], record["scores"]):
                 completed[(record["prompt_index"], c)] = score
     return completed
+
+
+def load_unit_extras(folder: Path) -> dict[str, dict[tuple[int, int], float]]:
+    """``scorer -> {(prompt index, candidate) -> value}`` for the extra scores in the progress logs."""
+    extras: dict[str, dict[tuple[int, int], float]] = {}
+    for log in sorted((Path(folder) / ".progress").glob("rank*.jsonl")):
+        for record in read_jsonl(log):
+            for name, values in (record.get("extras") or {}).items():
+                for c, value in zip(record["candidates"], values):
+                    extras.setdefault(name, {})[(record["prompt_index"], c)] = value
+    return extras
 
 
 def score_matrix(completed: dict[tuple[int, int], float], num_prompts: int, per_prompt: int) -> np.ndarray:

@@ -190,9 +190,10 @@ def _model_class(model_type: str):
     return classes[model_type]
 
 
-def tiny_musicgen(seed: int = 0):
+def tiny_musicgen(seed: int = 0, decoder_width: int = 32):
     """(model, tokenizer): a tiny random MusicGen of the real architecture (T5 encoder, EnCodec 32 kHz
-    at 50 frames/s with 4 codebooks, MusicGen decoder), built in-process without the hub."""
+    at 50 frames/s with 4 codebooks, MusicGen decoder of width ``decoder_width``), built in-process
+    without the hub."""
     from transformers import EncodecConfig, MusicgenDecoderConfig, T5Config
 
     tokenizer = tiny_word_tokenizer(words_of(_TINY_VOCAB_TEXT))
@@ -203,7 +204,7 @@ def tiny_musicgen(seed: int = 0):
                           target_bandwidths=[2.2], num_lstm_layers=1, compress=2, use_causal_conv=False,
                           norm_type="weight_norm")
     decoder = MusicgenDecoderConfig(vocab_size=64, max_position_embeddings=1024, num_hidden_layers=2,
-                                    ffn_dim=64, num_attention_heads=4, hidden_size=32, num_codebooks=4,
+                                    ffn_dim=64, num_attention_heads=4, hidden_size=decoder_width, num_codebooks=4,
                                     pad_token_id=64, bos_token_id=64, decoder_start_token_id=64,
                                     audio_channels=1, dropout=0.0)
     return build_musicgen(text, audio, decoder, seed), tokenizer
@@ -262,7 +263,15 @@ _TINY_VOCAB_TEXT = [
 
 
 def debug_musicgen(seed: int = 0) -> MusicGenGenerator:
-    model, tokenizer = tiny_musicgen(seed)
+    """The debug world's MusicGen (:mod:`tunejury_align.debug`): :func:`tiny_musicgen` with a 64-wide
+    decoder whose LM holds a code for about a second and whose EnCodec decoder plays each code as a
+    different spectral envelope (:mod:`.voicing`), so a clip's timbre and level follow its seed
+    (octave-band levels vary by 2-3 dB across seeds). 2 s clips by default."""
+    from .voicing import sticky_musicgen_lm, voice_encodec_decoder
+
+    model, tokenizer = tiny_musicgen(seed, decoder_width=64)
+    sticky_musicgen_lm(model)
+    voice_encodec_decoder(model.audio_encoder.decoder, frame_rate=model.config.audio_encoder.frame_rate, gain=0.15)
     return MusicGenGenerator(model, tokenizer, name="debug-musicgen", is_debug=True,
                              default_options={"duration": 2.0})
 

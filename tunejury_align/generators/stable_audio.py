@@ -291,7 +291,7 @@ class StableAudioGenerator:
         return audio[:, :, : int(opts.duration * self.sample_rate)]
 
 
-def tiny_stable_audio(seed: int = 0):
+def tiny_stable_audio(seed: int = 0, decoder_channels: int = 4, channel_multiples=(1, 2, 2, 4, 4)):
     """A tiny random ``StableAudioPipeline`` of the real architecture (T5 encoder, projection model,
     DiT, Oobleck VAE at 44.1 kHz with 2048x downsampling, cosine DPM-Solver SDE scheduler), built
     in-process without the hub: 64 latent frames, a 2.97 s window. The caller's RNG is untouched."""
@@ -320,7 +320,7 @@ def tiny_stable_audio(seed: int = 0):
         with warnings.catch_warnings():  # Oobleck still uses torch.nn.utils.weight_norm
             warnings.filterwarnings("ignore", category=FutureWarning)
             vae = AutoencoderOobleck(encoder_hidden_size=16, downsampling_ratios=[2, 4, 4, 8, 8],  # 8 latent ch.
-                                     channel_multiples=[1, 2, 2, 4, 4], decoder_channels=4,
+                                     channel_multiples=list(channel_multiples), decoder_channels=decoder_channels,
                                      decoder_input_channels=8, audio_channels=2, sampling_rate=44_100)
     scheduler = CosineDPMSolverMultistepScheduler(sigma_min=0.3, sigma_max=500, sigma_data=1.0,
                                                   sigma_schedule="exponential", solver_order=2,
@@ -338,8 +338,18 @@ _TINY_VOCAB_TEXT = [
 
 
 def debug_stable_audio(seed: int = 0) -> StableAudioGenerator:
-    """:func:`tiny_stable_audio` as a generator whose ``default_options`` are 4 steps and 2 s clips."""
-    return StableAudioGenerator(tiny_stable_audio(seed), name="debug-stable-audio", is_debug=True,
+    """The debug world's Stable Audio: :func:`tiny_stable_audio` with an 8-channel Oobleck decoder
+    voiced so that each latent channel plays its own spectral envelope (:mod:`.voicing`) and a DiT
+    whose output projection is scaled by 0.3, so the sampled latents keep the initial noise's
+    structure: timbre and level follow the noise (octave bands vary by 1-2 dB across seeds) and DITTO
+    can move them. 4 steps and 2 s clips by default."""
+    from .voicing import voice_oobleck_decoder
+
+    pipe = tiny_stable_audio(seed, decoder_channels=8, channel_multiples=(1, 1, 1, 1, 1))
+    with torch.no_grad():
+        pipe.transformer.proj_out.weight.mul_(0.3)
+    voice_oobleck_decoder(pipe.vae.decoder, latent_rate=pipe.vae.sampling_rate / pipe.vae.hop_length, gain=0.0018)
+    return StableAudioGenerator(pipe, name="debug-stable-audio", is_debug=True,
                                 default_options={"steps": 4, "duration": 2.0})
 
 

@@ -7,6 +7,11 @@ prefixes of the same draw, with a bootstrap 95 % interval over prompts.
 Work is done in units of ``candidates_per_batch`` candidates of one prompt (generated and scored
 together), so a resumed or sharded run repeats exactly the computations of an uninterrupted one.
 
+``scorers`` (name -> ``fn(audio, sample_rate, prompts) -> (B,)``) score every candidate beside the reward
+without taking part in the selection: the debug world's truth (:func:`tunejury_align.debug.truth`), held-out
+judges. Their curves read the value of the *reward's* choice among the first N candidates, so a reward
+that is being gamed shows as a reward curve that rises while theirs does not.
+
 The library default adds no prompt prefix; the published protocol's prefix ("high quality
 instrumental music, ") is set in the shipped YAML recipes (``recipes/<generator>/best_of_n.yaml``).
 """
@@ -73,6 +78,8 @@ class BestOfNResult:
     winner_audio: list[torch.Tensor | None] = field(default_factory=list)  # (C, T) per prompt; None where
     # the winner was not generated in this call (a resumed run's earlier work: read it from the run folder)
     sample_rate: int | None = None
+    extra_scores: dict[str, np.ndarray] = field(default_factory=dict)  # scorer name -> (P, n)
+    extra_curves: dict[str, list[dict]] = field(default_factory=dict)  # scorer -> its value at the reward's pick
 
     @property
     def winner_scores(self) -> list[float]:
@@ -93,12 +100,16 @@ def reward_texts(prompt: str, config: BestOfNConfig) -> str:
     return {"prompt": prompt, "generation": config.prompt_prefix + prompt, "empty": ""}[config.reward_prompt]
 
 
-def run_unit(generator: Generator, reward: Callable, prompt: str, unit: Unit, config: BestOfNConfig):
-    """Generate and score one unit -> (audio (k, C, T), scores (k,))."""
+def run_unit(generator: Generator, reward: Callable, prompt: str, unit: Unit, config: BestOfNConfig,
+             scorers: dict[str, Callable] | None = None):
+    """Generate and score one unit -> (audio (k, C, T), scores (k,), {scorer: (k,)}). Scorers see the
+    user's prompt (without the generation prefix)."""
     audio = generator.generate([config.prompt_prefix + prompt] * len(unit.seeds), unit.seeds, **config.generation)
     with torch.no_grad():
         scores = reward(audio, generator.sample_rate, [reward_texts(prompt, config)] * len(unit.seeds))
-    return audio, scores.detach().float().cpu()
+        extras = {name: fn(audio, generator.sample_rate, [prompt] * len(unit.seeds)).detach().float().cpu()
+                  for name, fn in (scorers or {}).items()}
+    return audio, scores.detach().float().cpu(), extras
 
 
 def best_of_n(
@@ -110,9 +121,11 @@ def best_of_n(
     config: BestOfNConfig | None = None,
     sample_rate: int | None = None,
     completed: dict[tuple[int, int], float] | None = None,
-    on_unit: Callable[[Unit, torch.Tensor, torch.Tensor], None] | None = None,
+    on_unit: Callable[[Unit, torch.Tensor, torch.Tensor, dict], None] | None = None,
     prompt_indices: Iterable[int] | None = None,
     progress: Callable[[int], None] | None = None,
+    scorers: dict[str, Callable] | None = None,
+    completed_extras: dict[str, dict[tuple[int, int], float]] | None = None,
 ) -> BestOfNResult:
     """Best-of-N over ``prompts``; returns every candidate's score, the winners, their audio and the curve.
 
@@ -121,8 +134,9 @@ def best_of_n(
     ``generate(prompts, seeds) -> (B, C, T)`` with ``sample_rate=``. ``reward``: any
     ``reward(audio (B, C, T), sample_rate, prompts) -> (B,)``. ``completed`` maps (prompt index,
     candidate) to scores already computed (skipped; a unit is redone unless all its candidates are
-    there); ``on_unit(unit, audio, scores)`` is called after each unit (the CLI writes files there);
-    ``prompt_indices`` restricts the work to a shard of the prompts.
+    there); ``on_unit(unit, audio, scores, extras)`` is called after each unit (the CLI writes files there);
+    ``prompt_indices`` restricts the work to a shard of the prompts. ``scorers``: extra scores per
+    candidate (see the module docstring), ``completed_extras`` their values for the ``completed`` ones.
     """
     config = config or BestOfNConfig()
     if n is not None and n != config.n:
@@ -132,35 +146,48 @@ def best_of_n(
     if not prompts:
         raise ValueError("no prompts")
     scores = np.full((len(prompts), config.n), np.nan)
-    completed = completed or {}
+    extras = {name: np.full((len(prompts), config.n), np.nan) for name in scorers or {}}
+    completed, completed_extras = completed or {}, completed_extras or {}
     best_audio: dict[int, tuple[float, int, torch.Tensor]] = {}  # prompt -> (score, candidate, audio)
     for unit in plan_units(len(prompts), config, prompt_indices):
         known = [completed.get((unit.prompt_index, c)) for c in unit.candidates]
         if all(k is not None for k in known):
             scores[unit.prompt_index, unit.candidates] = known
+            for name, values in extras.items():
+                values[unit.prompt_index, unit.candidates] = [
+                    completed_extras.get(name, {}).get((unit.prompt_index, c), np.nan) for c in unit.candidates]
         else:
-            audio, unit_scores = run_unit(generator, reward, prompts[unit.prompt_index], unit, config)
+            audio, unit_scores, unit_extras = run_unit(generator, reward, prompts[unit.prompt_index], unit, config,
+                                                       scorers)
             scores[unit.prompt_index, unit.candidates] = unit_scores.numpy()
+            for name, values in unit_extras.items():
+                extras[name][unit.prompt_index, unit.candidates] = values.numpy()
             top = int(torch.argmax(unit_scores))
             held = best_audio.get(unit.prompt_index)
             if held is None or float(unit_scores[top]) > held[0]:  # the earliest candidate wins ties
                 best_audio[unit.prompt_index] = (float(unit_scores[top]), unit.candidates[top], audio[top])
             if on_unit is not None:
-                on_unit(unit, audio, unit_scores)
+                on_unit(unit, audio, unit_scores, unit_extras)
         if progress is not None:
             progress(len(unit.candidates))
-    result = summarize(scores, config)
+    result = summarize(scores, config, extras)
     result.sample_rate = int(generator.sample_rate)
     result.winner_audio = [best_audio[p][2] if p in best_audio and best_audio[p][1] == w else None
                            for p, w in enumerate(result.winners)]
     return result
 
 
-def summarize(scores: np.ndarray, config: BestOfNConfig) -> BestOfNResult:
+def summarize(scores: np.ndarray, config: BestOfNConfig, extras: dict[str, np.ndarray] | None = None) -> BestOfNResult:
     done = ~np.isnan(scores).any(axis=1)
     winners = [int(np.argmax(row)) if ok else -1 for row, ok in zip(scores, done)]
     curve = best_of_n_curve(scores[done], bootstrap=config.bootstrap, seed=config.bootstrap_seed) if done.any() else []
-    return BestOfNResult(scores=scores, winners=winners, curve=curve)
+    extra_curves = {}
+    for name, values in (extras or {}).items():
+        usable = done & ~np.isnan(values).any(axis=1)
+        extra_curves[name] = best_of_n_curve(scores[usable], bootstrap=config.bootstrap, seed=config.bootstrap_seed,
+                                             values=values[usable]) if usable.any() else []
+    return BestOfNResult(scores=scores, winners=winners, curve=curve, extra_scores=dict(extras or {}),
+                         extra_curves=extra_curves)
 
 
 def curve_points(n: int) -> list[int]:
@@ -170,15 +197,19 @@ def curve_points(n: int) -> list[int]:
     return points if points[-1] == n else points + [n]
 
 
-def best_of_n_curve(scores: np.ndarray, bootstrap: int = 1000, seed: int = 0) -> list[dict]:
+def best_of_n_curve(scores: np.ndarray, bootstrap: int = 1000, seed: int = 0, values: np.ndarray | None = None) -> list[dict]:
     """Mean over prompts of the best score among the first N candidates, N = 1, 2, 4, ..., n,
-    with a percentile bootstrap 95 % interval over prompts. ``scores``: ``(P, n)``."""
+    with a percentile bootstrap 95 % interval over prompts. ``scores``: ``(P, n)``. With ``values``
+    ``(P, n)`` (e.g. the truth), the mean of ``values`` at the candidate the scores pick instead."""
     scores = np.asarray(scores, dtype=np.float64)
     rng = np.random.default_rng(seed)
     resamples = rng.integers(0, scores.shape[0], size=(bootstrap, scores.shape[0])) if bootstrap else None
     curve = []
     for n in curve_points(scores.shape[1]):
-        best = scores[:, :n].max(axis=1)  # (P,)
+        if values is None:
+            best = scores[:, :n].max(axis=1)  # (P,)
+        else:
+            best = np.asarray(values, dtype=np.float64)[np.arange(len(scores)), scores[:, :n].argmax(axis=1)]
         point = {"n": n, "mean": float(best.mean())}
         if resamples is not None:
             means = best[resamples].mean(axis=1)

@@ -27,6 +27,7 @@ from ..rundir import (
     atomic_write_json,
     atomic_write_text,
     is_debug,
+    load_unit_extras,
     load_unit_scores,
     log_unit,
     prepare_run_dir,
@@ -55,8 +56,10 @@ def run_best_of_n(
     world_size: int = 1,
     barrier: Callable[[], None] = lambda: None,
     progress: Callable[[int], None] | None = None,
+    scorers: dict[str, Callable] | None = None,
 ) -> dict | None:
     """Run (or resume) best-of-N into ``out``; this process takes prompts ``rank::world_size``.
+    ``scorers`` add per-candidate scores beside the reward (e.g. ``{"truth": debug.truth}``).
     Returns the summary on rank 0 (after merging every process's log), ``None`` elsewhere."""
     out = Path(out)
     prepare_run_dir(out, meta, is_main=rank == 0)
@@ -66,7 +69,7 @@ def run_best_of_n(
     for (p, _), score in completed.items():
         best[p] = max(best.get(p, -np.inf), score)
 
-    def on_unit(unit: Unit, audio: torch.Tensor, scores: torch.Tensor) -> None:
+    def on_unit(unit: Unit, audio: torch.Tensor, scores: torch.Tensor, extras: dict) -> None:
         sample_rate = generator.sample_rate
         for c, clip in zip(unit.candidates, audio):
             if config.save_all or c == 0:  # candidate 0 (the N=1 baseline) always, for comparison
@@ -75,10 +78,11 @@ def run_best_of_n(
         if float(scores[top]) > best.get(unit.prompt_index, -np.inf):  # earliest candidate wins ties
             best[unit.prompt_index] = float(scores[top])
             atomic_write_audio(out / winner_path(unit.prompt_index), audio[top], sample_rate)
-        log_unit(out, rank, unit.prompt_index, unit.candidates, unit.seeds, scores)
+        log_unit(out, rank, unit.prompt_index, unit.candidates, unit.seeds, scores, extras)
 
     best_of_n(generator, reward, prompts, config=config, completed=completed, on_unit=on_unit,
-              prompt_indices=range(rank, len(prompts), world_size), progress=progress)
+              prompt_indices=range(rank, len(prompts), world_size), progress=progress, scorers=scorers,
+              completed_extras=load_unit_extras(out))
     barrier()
     if rank != 0:
         return None
@@ -88,7 +92,8 @@ def run_best_of_n(
 def write_results(out: Path, prompts: list[str], config: BestOfNConfig, meta: dict) -> dict:
     """Merge the progress logs into results.jsonl and curve.json (atomically)."""
     scores = score_matrix(load_unit_scores(out), len(prompts), config.n)
-    result = summarize(scores, config)
+    extras = {name: score_matrix(values, len(prompts), config.n) for name, values in load_unit_extras(out).items()}
+    result = summarize(scores, config, extras)
     models = {"generator": meta["generator"], "reward": meta["reward"], "versions": meta["versions"]}
     lines = []
     for p, prompt in enumerate(prompts):
@@ -100,9 +105,12 @@ def write_results(out: Path, prompts: list[str], config: BestOfNConfig, meta: di
             lines.append(json.dumps({
                 "prompt_index": p, "prompt": prompt, "candidate": c, "seed": config.base_seed + c,
                 "score": float(scores[p, c]), "winner": is_winner, "path": path, **models,
+                **{name: float(values[p, c]) for name, values in extras.items()},
             }, sort_keys=True))
     atomic_write_text(out / "results.jsonl", "\n".join(lines) + "\n")
     summary = {"curve": result.curve, "prompts": len(prompts), "n": config.n, "debug": is_debug(meta),
                "mean_winner_score": float(np.nanmax(scores, axis=1).mean()) if lines else None}
+    if result.extra_curves:
+        summary["extra_curves"] = result.extra_curves  # each scorer's value at the reward's pick
     atomic_write_json(out / "curve.json", summary)
     return summary

@@ -111,9 +111,12 @@ class IterationRecord:
     peak_memory: int  # bytes, see the module docstring
     start_memory: int  # bytes, same measure at the iteration's start
     backward: bool
+    extras: dict[str, float] = field(default_factory=dict)  # scorer -> value of this iterate (e.g. truth)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        record = asdict(self)
+        record.update(record.pop("extras"))  # flat: {"reward": ..., "truth": ...}
+        return record
 
 
 @dataclass
@@ -136,6 +139,16 @@ class DittoResult:
     @property
     def gain(self) -> float:
         return self.optimised_reward - self.baseline_reward
+
+    @property
+    def baseline_extras(self) -> dict[str, float]:
+        """Each scorer's value at iterate 0 (e.g. ``{"truth": ...}`` in the debug world)."""
+        return dict(self.history[0].extras)
+
+    @property
+    def optimised_extras(self) -> dict[str, float]:
+        """Each scorer's value at the kept (best-reward) iterate."""
+        return dict(self.history[self.best_iteration].extras)
 
 
 class DittoOutOfMemoryError(RuntimeError):
@@ -224,6 +237,7 @@ def ditto(
     config: DittoConfig | None = None,
     seed: int | None = None,
     on_iteration: Callable[[IterationRecord], None] | None = None,
+    scorers: dict[str, Callable] | None = None,
 ) -> DittoResult:
     """Optimise the initial noise of ``generator`` for ``prompt`` to maximise ``reward`` (DITTO).
 
@@ -231,7 +245,9 @@ def ditto(
     ``AudioLDM2Pipeline``. ``reward``: any differentiable ``reward(audio (B, C, T), sample_rate,
     prompts) -> (B,)``, e.g. :class:`~tunejury_align.reward.TuneJuryReward`. ``seed`` overrides
     ``config.seed``. Runs ``config.iterations`` Adam steps and scores iterates ``0..iterations``;
-    ``on_iteration`` gets each :class:`IterationRecord` as it is made. Returns the baseline and the
+    ``on_iteration`` gets each :class:`IterationRecord` as it is made. ``scorers`` (name -> ``fn(audio,
+    sample_rate, prompts) -> (B,)``) score every iterate's audio beside the reward without steering it
+    (e.g. the debug world's truth; see :attr:`DittoResult.optimised_extras`). Returns the baseline and the
     best iterate. Raises :class:`DittoOutOfMemoryError` naming the settings to change.
     """
     # 1. Setup: the frozen path, the noise (the only trainable tensor), Adam
@@ -273,8 +289,11 @@ def ditto(
         if not math.isfinite(record.reward):
             raise FloatingPointError(f"non-finite reward at DITTO iteration {iteration}; lower learning_rate "
                                      f"(now {config.learning_rate})")
-        # 3. Keep the baseline and the best iterate (the earliest wins ties)
+        # 3. Score the iterate with the extra scorers; keep the baseline and the best iterate (earliest wins ties)
         audio = output.audio.detach()[0].float().cpu()
+        with torch.no_grad():
+            record.extras = {name: float(fn(output.audio.detach(), objective.generator.sample_rate, [prompt])[0])
+                             for name, fn in (scorers or {}).items()}
         if iteration == 0:
             baseline_audio = audio
         if best is None or record.reward > best.reward:

@@ -51,6 +51,7 @@ from ..rundir import (
     atomic_write_audio,
     atomic_write_json,
     load_tensor,
+    load_unit_extras,
     load_unit_scores,
     log_unit,
     prepare_run_dir,
@@ -112,28 +113,31 @@ class EmbeddingReward:
 
 def generate_phase(folder: Path, generator, reward, prompts: list[str], config: BestOfNConfig, *, rank: int,
                    world_size: int, barrier, payload: Callable, payload_dir: str, save_audio: bool, progress,
-                   phase: str) -> np.ndarray:
+                   phase: str, scorers: dict | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Generate and score ``config.n`` samples per prompt into ``folder`` (resumable per unit,
     sharded by prompt); ``payload(audio)`` gives one tensor per sample (or ``None``), saved under
-    ``folder/payload_dir/``. Returns the ``(P, n)`` scores of every process's work."""
-    def on_unit(unit, audio, scores):
+    ``folder/payload_dir/``. Returns the ``(P, n)`` scores of every process's work and each scorer's
+    ``(P, n)`` values."""
+    def on_unit(unit, audio, scores, extras):
         for c, tensor, clip in zip(unit.candidates, payload(audio), audio):
             if tensor is not None:
                 save_tensor(folder / payload_dir / f"{item_name(unit.prompt_index, c)}.pt", tensor)
             if save_audio or c == 0:  # sample 0 of each prompt always: the report compares rounds with it
                 atomic_write_audio(folder / "audio" / f"{item_name(unit.prompt_index, c)}.wav", clip,
                                    generator.sample_rate)
-        log_unit(folder, rank, unit.prompt_index, unit.candidates, unit.seeds, scores)
+        log_unit(folder, rank, unit.prompt_index, unit.candidates, unit.seeds, scores, extras)
 
     shard = range(rank, len(prompts), world_size)
     total = len(shard) * config.n
     best_of_n(generator, reward, prompts, config=config, completed=load_unit_scores(folder), on_unit=on_unit,
-              prompt_indices=shard, progress=(lambda k: progress(phase, k, total)) if progress else None)
+              prompt_indices=shard, progress=(lambda k: progress(phase, k, total)) if progress else None,
+              scorers=scorers, completed_extras=load_unit_extras(folder))
     barrier()
     scores = score_matrix(load_unit_scores(folder), len(prompts), config.n)
     if np.isnan(scores).any():
         raise RuntimeError(f"{folder}: some samples are missing after generation")
-    return scores
+    extras = {name: score_matrix(values, len(prompts), config.n) for name, values in load_unit_extras(folder).items()}
+    return scores, extras
 
 
 def sample_config(config: ExpertIterConfig, n: int, base_seed: int) -> BestOfNConfig:
@@ -203,16 +207,19 @@ def save_checkpoint(folder: Path, trainer) -> None:
 
 
 def evaluate_round(folder: Path, generator, scorer: EmbeddingReward, prompts: list[str], config: ExpertIterConfig,
-                   reference: Path, *, rank, world_size, barrier, progress, round_index: int) -> dict:
-    """Fresh samples of the current weights on the evaluation prompts: reward, fidelity, diversity."""
+                   reference: Path, *, rank, world_size, barrier, progress, round_index: int,
+                   scorers: dict | None = None) -> dict:
+    """Fresh samples of the current weights on the evaluation prompts: reward (and each extra scorer's
+    mean, e.g. ``eval_truth_mean``), fidelity, diversity."""
     eval_config = sample_config(config, config.eval_samples_per_prompt, config.eval_seed)
-    scores = generate_phase(folder / "eval", generator, scorer, prompts, eval_config, rank=rank,
-                            world_size=world_size, barrier=barrier, save_audio=config.save_audio,
-                            payload=lambda audio: list(scorer.last) if scorer.last is not None else [None] * len(audio),
-                            payload_dir="embeddings",
-                            progress=progress, phase=f"round {round_index}: eval")
+    scores, extras = generate_phase(
+        folder / "eval", generator, scorer, prompts, eval_config, rank=rank, world_size=world_size, barrier=barrier,
+        save_audio=config.save_audio, payload_dir="embeddings", progress=progress, phase=f"round {round_index}: eval",
+        payload=lambda audio: list(scorer.last) if scorer.last is not None else [None] * len(audio), scorers=scorers)
     metrics = {"eval_reward_mean": float(scores.mean()), "eval_reward_std": float(scores.std()),
                "eval_samples": int(scores.size)}
+    for name, values in extras.items():
+        metrics[f"eval_{name}_mean"], metrics[f"eval_{name}_std"] = float(values.mean()), float(values.std())
     if not scorer.blocks:
         return metrics
 
@@ -236,12 +243,12 @@ class _Rounds:
 
     def __init__(self, out: Path, generator, reward, prompts: list[str], eval_prompts: list[str],
                  heldout: bool, config: ExpertIterConfig, trainer, scorer: EmbeddingReward, *, rank: int,
-                 world_size: int, barrier, accelerator, progress, callback):
+                 world_size: int, barrier, accelerator, progress, callback, scorers: dict | None = None):
         self.out, self.generator, self.reward, self.prompts = out, generator, reward, prompts
         self.eval_prompts, self.heldout, self.config, self.trainer, self.scorer = (
             eval_prompts, heldout, config, trainer, scorer)
         self.rank, self.world_size, self.barrier = rank, world_size, barrier
-        self.accelerator, self.progress, self.callback = accelerator, progress, callback
+        self.accelerator, self.progress, self.callback, self.scorers = accelerator, progress, callback, scorers
         self.is_main = rank == 0
         self.loaded = 0  # the round whose weights the model holds
 
@@ -261,11 +268,11 @@ class _Rounds:
             return
         self.use_weights(r - 1)
         base_seed = config.base_seed + (r - 1) * config.samples_per_prompt
-        scores = generate_phase(folder / "samples", self.generator, self.reward, self.prompts,
-                                sample_config(config, config.samples_per_prompt, base_seed), rank=self.rank,
-                                world_size=self.world_size, barrier=self.barrier, payload=self.trainer.encode,
-                                payload_dir="targets", save_audio=config.save_audio, progress=self.progress,
-                                phase=f"round {r}: generate")
+        scores, _ = generate_phase(folder / "samples", self.generator, self.reward, self.prompts,
+                                   sample_config(config, config.samples_per_prompt, base_seed), rank=self.rank,
+                                   world_size=self.world_size, barrier=self.barrier, payload=self.trainer.encode,
+                                   payload_dir="targets", save_audio=config.save_audio, progress=self.progress,
+                                   phase=f"round {r}: generate", scorers=self.scorers)
         kept, info = filter_round(folder, self.prompts, scores, config, base_seed, self.is_main)
         summary = {"steps": 0, "loss": None}
         if kept:
@@ -292,7 +299,7 @@ class _Rounds:
         self.use_weights(r)
         metrics = evaluate_round(folder, self.generator, self.scorer, self.eval_prompts, self.config,
                                  self.out / "round_0", rank=self.rank, world_size=self.world_size,
-                                 barrier=self.barrier, progress=self.progress, round_index=r)
+                                 barrier=self.barrier, progress=self.progress, round_index=r, scorers=self.scorers)
         if self.is_main:
             atomic_write_json(folder / "metrics.json", {"round": r, "heldout": self.heldout, **metrics,
                                                         **round_training_metrics(folder, r)})
@@ -315,13 +322,16 @@ def run_expert_iteration(
     accelerator=None,
     progress: Progress | None = None,
     callback: Callable[[int, int, float], None] | None = None,
+    scorers: dict[str, Callable] | None = None,
 ) -> list[dict] | None:
     """Run (or resume) expert iteration on the training ``prompts`` into ``out``; evaluate on
     ``heldout`` (or on ``prompts`` when none). Returns the per-round metrics on rank 0, else ``None``.
 
     ``embed(audio, sample_rate) -> (B, D)``: the embedding for the fidelity metrics when ``reward``
     is not a TuneJury reward. ``world_size > 1`` needs an ``accelerate.Accelerator``.
-    ``callback(round, step, loss)`` is called after each optimizer step."""
+    ``callback(round, step, loss)`` is called after each optimizer step. ``scorers`` (name -> ``fn(audio,
+    sample_rate, prompts) -> (B,)``, e.g. the debug world's truth) score every sample beside the reward and
+    give each round ``eval_<name>_mean`` on the held-out prompts."""
     # 1. Folder, trainer, evaluation scorer
     out, is_main = Path(out), rank == 0
     if world_size > 1 and accelerator is None:
@@ -331,7 +341,7 @@ def run_expert_iteration(
     rounds = _Rounds(out, generator, reward, prompts, list(heldout) if heldout else list(prompts), bool(heldout),
                      config, trainer_for(generator, config.trainable, config.generation),
                      EmbeddingReward(reward, embed), rank=rank, world_size=world_size, barrier=barrier,
-                     accelerator=accelerator, progress=progress, callback=callback)
+                     accelerator=accelerator, progress=progress, callback=callback, scorers=scorers)
     # 2. Round 0 evaluates the starting weights; rounds 1..R generate, filter, fine-tune, then evaluate
     for r in range(config.rounds + 1):
         if r > 0:
@@ -351,6 +361,7 @@ def expert_iteration(
     out: str | Path | None = None,
     heldout: list[str] | None = None,
     embed: Callable | None = None,
+    scorers: dict[str, Callable] | None = None,
 ) -> list[dict]:
     """Expert iteration in one call: fine-tunes ``generator`` (a MusicGen or Stable Audio adapter) in place
     on its own best samples by ``reward``, round after round; returns the per-round metrics (round 0 =
@@ -362,10 +373,11 @@ def expert_iteration(
         prompts, heldout = split_prompts(list(prompts), config.heldout_fraction, config.heldout_seed)
     meta = expert_iter_run_meta(config, prompts, heldout, generator, reward)
     if out is not None:
-        return run_expert_iteration(generator, reward, prompts, config, Path(out), meta, heldout=heldout, embed=embed)
+        return run_expert_iteration(generator, reward, prompts, config, Path(out), meta, heldout=heldout, embed=embed,
+                                    scorers=scorers)
     with tempfile.TemporaryDirectory(prefix="expert-iter-") as folder:
         return run_expert_iteration(generator, reward, prompts, config, Path(folder), meta, heldout=heldout,
-                                    embed=embed)
+                                    embed=embed, scorers=scorers)
 
 
 def round_training_metrics(folder: Path, round_index: int) -> dict:

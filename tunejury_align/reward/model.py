@@ -210,10 +210,21 @@ def normalise_prompts(prompts, batch: int) -> list[str]:
     return prompts
 
 
-def debug_reward(protocol: str = "release", device=None, dtype=None, seed: int = DEBUG_SEED) -> TuneJuryReward:
-    """The ``debug`` reward: tiny seeded real-architecture components (:mod:`.debug`), offline."""
+def debug_reward(protocol: str = "release", device=None, dtype=None, seed: int = DEBUG_SEED, proxy=None,
+                 progress=None) -> TuneJuryReward:
+    """The ``debug`` reward: the debug world's learned proxy of its truth (:mod:`tunejury_align.debug`).
+
+    Tiny seeded CLAP + MERT of the real architectures (:mod:`.debug`) and a head trained on noisy truth
+    comparisons of the debug generators' clips (:mod:`tunejury_align.debug.proxy`; ``proxy`` a
+    ``ProxySpec``, default: the debug reward's; judges use other seeds). Offline; the first call builds
+    and caches the head (a minute or two on 2 cores), later calls load it."""
+    from ..debug.proxy import ProxySpec, proxy_head  # the debug world builds on this package
+
     head, clap, mert = build_debug_components(seed)
-    info = RewardInfo(reward="debug", checkpoint_sha256=None, clap="debug", mert="debug", protocol=protocol,
-                      debug=True)
-    reward = TuneJuryReward(head, HeadSpec(()), clap, mert, info=info, protocol=protocol)
+    spec = proxy if proxy is not None else ProxySpec()
+    name = "debug" if proxy is None else f"debug-judge-{spec.head_seed}-{spec.label_seed}"
+    info = RewardInfo(reward=name, checkpoint_sha256=None, clap="debug", mert="debug", protocol=protocol, debug=True)
+    reward = TuneJuryReward(head, HeadSpec(()), clap, mert, info=info, protocol="release")
+    reward.head.load_state_dict(proxy_head(reward.features, spec, progress))  # trained on release features
+    reward.protocol = protocol
     return reward.to(device=device, dtype=dtype) if (device or dtype) else reward

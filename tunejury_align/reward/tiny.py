@@ -16,10 +16,14 @@ TINY_HTSAT = dict(embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], wind
 
 
 def tiny_roberta_config(vocab_size: int):
+    """roberta-base's config (the CLAP text tower's) with its non-size fields as released -- width 768,
+    which LAION-CLAP's text projection requires, ``layer_norm_eps`` 1e-5, GELU, absolute positions --
+    and tiny depth, FFN, vocabulary and position counts."""
     from transformers import RobertaConfig
 
-    return RobertaConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+    return RobertaConfig(vocab_size=vocab_size, hidden_size=768, num_hidden_layers=1, num_attention_heads=12,
                          intermediate_size=64, max_position_embeddings=80, type_vocab_size=1,
+                         layer_norm_eps=1e-5, hidden_act="gelu", position_embedding_type="absolute",
                          pad_token_id=1, bos_token_id=0, eos_token_id=2)
 
 
