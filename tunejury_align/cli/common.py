@@ -159,6 +159,14 @@ def check_generation_options(generator, options: dict) -> None:
     build = getattr(generator, "options", None)
     if build is None:
         return
+    options_class = getattr(generator, "options_class", None)
+    if options_class is not None:
+        from ..config import ConfigError, check_fields
+
+        try:
+            check_fields(options_class, options, prefix="generation.")
+        except ConfigError as err:
+            raise UsageError(f"bad generation option for {generator.name}: {err}") from err
     try:
         build(**options)
     except TypeError as err:
