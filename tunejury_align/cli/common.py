@@ -1,5 +1,6 @@
 """What every ``align`` command shares: exit codes, errors, the reward and run arguments, reading
-prompts, and the prompts -> generator -> reward set-up (checked before any expensive work)."""
+prompts, the output folder check, printing names safely, and the prompts -> generator -> reward set-up
+(checked before any expensive work)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import json
 import os
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,24 @@ OVERRIDE_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*=\S*"
 
 class UsageError(Exception):
     """Bad arguments or inputs found before any work starts (exit code 2)."""
+
+
+# -- what is printed -----------------------------------------------------------------------------
+def printable(text: str, keep_newlines: bool = False) -> str:
+    """``text`` with control and other non-printing characters escaped (``\\x1b``, ``\\u202e``), for every
+    prompt or file name printed: a name cannot recolour the terminal, move its cursor or reorder a line."""
+    return "".join(ch if ch.isprintable() or (keep_newlines and ch == "\n")
+                   else ch.encode("unicode_escape").decode("ascii") for ch in str(text))
+
+
+def display_width(text: str) -> int:
+    """Terminal columns of ``text``: wide (CJK) characters take two, combining marks none."""
+    return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def pad(text: str, width: int) -> str:
+    """``text`` left-aligned in ``width`` terminal columns."""
+    return text + " " * max(0, width - display_width(text))
 
 
 # -- the reward ----------------------------------------------------------------------------------
@@ -82,7 +102,7 @@ def read_prompts_from(path: Path) -> list[str]:
     if not path.is_file():
         raise UsageError(f"prompts file {path} not found")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark is not part of a prompt
     except UnicodeDecodeError as err:
         raise UsageError(f"prompts file {path} is not UTF-8 text ({err})") from err
     prompts = []
