@@ -246,7 +246,7 @@ def test_cli_run_resume_and_refusal(tmp_path, capsys, generators, frozen_reward)
     # 4. Other settings are refused in the same folder
     capsys.readouterr()
     assert align([*CLI_ARGS, "learning_rate=0.5", "--out", str(out)]) == 2
-    assert "different ['config']" in capsys.readouterr().err
+    assert "config.learning_rate: 0.05 -> 0.5" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra, message", [
