@@ -190,3 +190,14 @@ def test_invalid_calibration_json_names_the_file(tmp_path, capsys):
     calibration.write_text('{"biases": {"x": "abc"}}')
     assert main(["score", str(folder), "--reward", "debug", "--calibration", str(calibration), "--system", "x"]) == 2
     assert "'abc'" in capsys.readouterr().err
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_prompt(tmp_path):
+    from tunejury_align.cli.common import read_prompts_from
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("lofi hip hop\n# a comment\njazz trio\n", encoding="utf-8-sig")
+    assert read_prompts_from(prompts) == ["lofi hip hop", "jazz trio"]
+    jsonl = tmp_path / "prompts.jsonl"
+    jsonl.write_text('{"prompt": "lofi"}\n', encoding="utf-8-sig")
+    assert read_prompts_from(jsonl) == ["lofi"]

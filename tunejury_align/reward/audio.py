@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import resample as _resample
+from .resample import resample as _band_limited_resample
 
 
 class AudioError(ValueError):
@@ -62,7 +62,7 @@ def resample(wave: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
     :mod:`tunejury_align.reward.resample` (``T'`` exactly as torchaudio rounds it:
     :func:`~tunejury_align.reward.resample.resampled_length`). Equal rates return ``wave`` itself.
     """
-    return _resample.resample(wave, orig_sr, new_sr)
+    return _band_limited_resample(wave, orig_sr, new_sr)
 
 
 def quantize_int16(wave: torch.Tensor) -> torch.Tensor:
