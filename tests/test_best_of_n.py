@@ -148,7 +148,7 @@ def test_rerun_is_a_no_op_and_changed_settings_are_refused(reference_run, tmp_pa
     assert main(["best-of-n", *RUN_ARGS, "--out", str(copy)]) == 0
     assert (copy / "results.jsonl").read_bytes() == before
     assert main(["best-of-n", *DEBUG_ARGS, "--n", "8", "candidates_per_batch=2", "--out", str(copy)]) == 2
-    assert "different ['config']" in capsys.readouterr().err
+    assert "config.n: 6 -> 8" in capsys.readouterr().err
 
 
 def test_resume_after_sigkill_gives_identical_results(reference_run, tmp_path):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 from conftest import make_clip
 
@@ -91,3 +92,112 @@ def test_debug_reward_never_touches_the_hub_cache(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert list(home.rglob("*")) == []
+
+
+# -- issue 12: bad input never costs finished work ---------------------------------------------------
+def test_too_short_clips_are_error_rows_and_the_others_are_scored(tmp_path, capsys):
+    folder = write_clips(tmp_path / "clips", ("a.wav", "d.wav"))
+    sf.write(folder / "b_one_sample.wav", np.zeros(1, dtype=np.float32), 22_050)
+    sf.write(folder / "c_10ms.wav", np.full(220, 0.1, dtype=np.float32), 22_050)
+    assert main(["score", str(folder), "--reward", "debug", "--json"]) == 1
+    out, err = capsys.readouterr()
+    records = {os.path.basename(r["file"]): r for r in map(json.loads, out.splitlines())}
+    assert set(records) == {"a.wav", "b_one_sample.wav", "c_10ms.wav", "d.wav"}
+    for name in ("b_one_sample.wav", "c_10ms.wav"):
+        assert "too short" in records[name]["error"] and "400 samples" in records[name]["error"]
+    assert isinstance(records["a.wav"]["score"], float) and isinstance(records["d.wav"]["score"], float)
+    assert "2 of 4 file(s) could not be scored" in err
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_results_stream_so_an_interrupt_keeps_what_was_done(tmp_path, capsys, monkeypatch, as_json):
+    from tunejury_align.reward import TuneJuryReward
+
+    folder = write_clips(tmp_path / "clips", ("a.wav", "b.wav", "c.wav"))
+    original, calls = TuneJuryReward.score_files, []
+
+    def interrupted_on_the_third(self, paths, prompts=None):
+        calls.append(paths)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, paths, prompts)
+
+    monkeypatch.setattr(TuneJuryReward, "score_files", interrupted_on_the_third)
+    assert main(["score", str(folder), "--reward", "debug", *(["--json"] if as_json else [])]) == 130
+    out = capsys.readouterr().out
+    if as_json:
+        assert [os.path.basename(json.loads(line)["file"]) for line in out.splitlines()] == ["a.wav", "b.wav"]
+    else:
+        rows = [line for line in out.splitlines() if not line.startswith("#")]
+        assert rows[0].startswith("file") and [row.split()[0][-5:] for row in rows[1:]] == ["a.wav", "b.wav"]
+
+
+def test_empty_truncated_and_special_files(tmp_path, capsys):
+    folder = write_clips(tmp_path / "clips", ("good.wav",))
+    (folder / "empty.wav").write_bytes(b"")
+    data = (folder / "good.wav").read_bytes()
+    (folder / "truncated.wav").write_bytes(data[: len(data) // 2])  # the header still says 1.5 s
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)  # opening it would block forever: it must be refused from its stat
+    assert main(["score", str(folder / "empty.wav"), str(folder / "truncated.wav"), str(fifo), str(folder / "good.wav"),
+                 "--reward", "debug", "--json"]) == 1
+    out, err = capsys.readouterr()
+    records = {os.path.basename(r["file"]): r for r in map(json.loads, out.splitlines())}
+    assert "empty (0 bytes)" in records["empty.wav"]["error"]
+    assert "not a regular file" in records["pipe.wav"]["error"]
+    truncated = records["truncated.wav"]
+    assert isinstance(truncated["score"], float) and "truncated" in truncated["warning"]
+    assert "0.75 s" in truncated["warning"] and "1.50 s" in truncated["warning"]
+    assert "truncated" in err
+
+
+def test_an_empty_folder_among_several_inputs_is_its_own_error(tmp_path, capsys):
+    folder = write_clips(tmp_path / "clips", ("a.wav",))
+    (tmp_path / "empty").mkdir()
+    assert main(["score", str(tmp_path / "empty"), str(folder), "--reward", "debug", "--json"]) == 1
+    out, err = capsys.readouterr()
+    records = [json.loads(line) for line in out.splitlines()]
+    assert "no audio files" in records[0]["error"] and isinstance(records[1]["score"], float)
+
+
+def test_bom_prompts_file_wide_names_and_control_characters(tmp_path, capsys):
+    folder = tmp_path / "clips"
+    write_clips(folder, ("钢琴曲.wav", "evil\x1b[31mred.wav", "plain.wav"))
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text("file,prompt\n钢琴曲.wav,piano\nevil\x1b[31mred.wav,x\nplain.wav,\n", encoding="utf-8-sig")
+    assert main(["score", str(folder), "--prompts-file", str(prompts), "--reward", "debug"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\\x1b[31m" in out
+    rows = [line for line in out.splitlines() if not line.startswith("#")]
+    from unicodedata import east_asian_width
+
+    def width(text):
+        return sum(2 if east_asian_width(c) in "WF" else 1 for c in text)
+
+    import re
+
+    score_columns = {width(row[: re.search(r" (-?\d+\.\d{4}) ", row).start(1)]) for row in rows[1:]}
+    assert len(score_columns) == 1, rows  # the score column starts at the same display column on every row
+
+
+def test_invalid_calibration_json_names_the_file(tmp_path, capsys):
+    folder = write_clips(tmp_path / "clips", ("a.wav",))
+    calibration = tmp_path / "cal.json"
+    calibration.write_text('{"biases": {"musicgen": 0.1,\n "x": }')
+    assert main(["score", str(folder), "--reward", "debug", "--calibration", str(calibration), "--system", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "cal.json" in err and "line 2" in err and "Traceback" not in err
+    calibration.write_text('{"biases": {"x": "abc"}}')
+    assert main(["score", str(folder), "--reward", "debug", "--calibration", str(calibration), "--system", "x"]) == 2
+    assert "'abc'" in capsys.readouterr().err
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_prompt(tmp_path):
+    from tunejury_align.cli.common import read_prompts_from
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("lofi hip hop\n# a comment\njazz trio\n", encoding="utf-8-sig")
+    assert read_prompts_from(prompts) == ["lofi hip hop", "jazz trio"]
+    jsonl = tmp_path / "prompts.jsonl"
+    jsonl.write_text('{"prompt": "lofi"}\n', encoding="utf-8-sig")
+    assert read_prompts_from(jsonl) == ["lofi"]

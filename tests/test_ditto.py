@@ -246,7 +246,7 @@ def test_cli_run_resume_and_refusal(tmp_path, capsys, generators, frozen_reward)
     # 4. Other settings are refused in the same folder
     capsys.readouterr()
     assert align([*CLI_ARGS, "learning_rate=0.5", "--out", str(out)]) == 2
-    assert "different ['config']" in capsys.readouterr().err
+    assert "config.learning_rate: 0.05 -> 0.5" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -278,3 +278,13 @@ def test_cli_out_of_memory_exits_with_advice(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "out of memory in DITTO iteration 0" in err and "checkpoint_reward=true" in err
     assert "generation.duration=0.5" in err and not (out / "done").exists()
+
+
+def test_cli_escapes_control_characters_in_prompts(tmp_path, capsys):
+    """A prompt holding ANSI codes (recolouring the terminal) is printed escaped (issue 12, case 9)."""
+    out = tmp_path / "run"
+    assert align(["ditto", "--config", str(ROOT / "recipes/debug/ditto.yaml"), "--generator", "debug", "--reward",
+                  "debug", "--device", "cpu", "--iterations", "1", "sampler_steps=2", "--out", str(out),
+                  "--prompt", "calm \x1b[31mred\x1b[0m piano"]) == 0
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out + captured.err and "calm \\x1b[31mred\\x1b[0m piano" in captured.out

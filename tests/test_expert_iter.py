@@ -301,7 +301,7 @@ def test_debug_config_runs_in_seconds(tmp_path, patched_reward, capsys):
     assert [json.loads(line)["round"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2, 3]
     assert (out / "metrics.jsonl").read_text().startswith(before.decode()) and weights(out, 2).keys() == second.keys()
     assert run_main([*argv, "learning_rate=0.5"]) == 2
-    assert "different ['config']" in capsys.readouterr().err
+    assert "config.learning_rate: 0.001 -> 0.5" in capsys.readouterr().err
 
 
 def test_threshold_flag_beats_the_yaml_filter_and_nothing_kept_keeps_the_weights(tmp_path, patched_reward):

@@ -122,3 +122,45 @@ def test_nan_weights_are_refused(tmp_path):
     torch.save(state, tmp_path / "nan.pt")
     with pytest.raises(CheckpointError, match="non-finite"):
         load_head(tmp_path / "nan.pt")
+
+
+# -- issue 12: checkpoints that got past the checks --------------------------------------------------
+def test_files_that_are_not_checkpoints_are_named_clearly(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("effective lr schedule: 1e-4 then cosine\n")  # torch.load: KeyError: 101 ('e')
+    with pytest.raises(CheckpointError, match=r"notes\.pt.*not a torch\.save file"):
+        load_head(text)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty\.pt is empty \(0 bytes\)"):
+        load_head(empty)
+    corrupt = tmp_path / "head.safetensors"
+    corrupt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    with pytest.raises(CheckpointError, match=r"head\.safetensors.*not a valid safetensors file"):
+        load_head(corrupt)
+
+
+@pytest.mark.parametrize("input_dim", ["abc", 512.5, True, None])
+def test_sidecar_input_dim_must_be_an_integer(tmp_path, input_dim):
+    path = save_head(TuneJuryHead(512), tmp_path / "a.pt", sidecar={"input_dim": input_dim, "exclude": ["mert", "text"]})
+    with pytest.raises(CheckpointError, match=r"'input_dim' must be an integer, got " + repr(input_dim).replace(".", r"\.")):
+        load_head(path)
+
+
+@pytest.mark.parametrize("value", [-1.0, 0.0])
+def test_batchnorm_variance_must_be_positive(tmp_path, value):
+    state = TuneJuryHead(2048).state_dict()
+    state["net.5.running_var"][7] = value  # scores NaN (negative) or blow up (zero)
+    torch.save(state, tmp_path / "var.pt")
+    with pytest.raises(CheckpointError, match=r"net\.5\.running_var.*must be > 0"):
+        load_head(tmp_path / "var.pt")
+
+
+def test_a_mistyped_local_path_says_the_file_is_missing_too(hub_cache, tmp_path, monkeypatch):
+    from tunejury_align.hub import ModelNotFoundError
+    from tunejury_align.reward import TuneJuryReward
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(ModelNotFoundError, match=r"no local file 'sub/head\.pt'.*hub"):
+        TuneJuryReward.from_pretrained("sub/head.pt")

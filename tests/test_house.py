@@ -37,7 +37,8 @@ def package_imports(path: Path, modules: set[str]) -> set[str]:
                 stem = ".".join(base + ([node.module] if node.module else []))
             else:
                 stem = node.module or ""
-            targets = [stem] + [f"{stem}.{alias.name}" for alias in node.names]
+            # `from pkg import sub` depends on the submodule; `from pkg import name` on the package
+            targets = [f"{stem}.{alias.name}" if f"{stem}.{alias.name}" in modules else stem for alias in node.names]
         else:
             continue
         for target in targets:

@@ -68,7 +68,11 @@ def resolve_file(name: str, default_filename: str, *, what: str) -> Path:
         raise ModelNotFoundError(f"{what}: folder {local} has no '{default_filename}'")
     if not looks_like_repo_id(name):
         raise ModelNotFoundError(f"{what}: '{name}' is neither an existing local path nor a hub id like 'owner/repo'")
-    return hub_file(*split_hub_path(name, default_filename), what=what)
+    try:
+        return hub_file(*split_hub_path(name, default_filename), what=what)
+    except ModelNotFoundError as err:  # a mistyped local path looks like a hub id: say both
+        raise ModelNotFoundError(f"{what}: no local file '{name}' (nothing at {local.absolute()}), and as a hub "
+                                 f"id: {str(err).removeprefix(what + ': ')}") from err
 
 
 def split_hub_path(name: str, default_filename: str) -> tuple[str, str]:

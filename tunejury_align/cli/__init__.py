@@ -7,13 +7,14 @@ list (``COMMANDS``), in the order ``align --help`` shows them.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 import warnings
 
 from .. import __version__
 from . import best_of_n, ditto, expert_iter, report, reward_tools, score
-from .common import EXIT_USAGE, UsageError
+from .common import EXIT_SOME_FAILED, EXIT_USAGE, UsageError, printable
 
 COMMANDS = [score, best_of_n, ditto, expert_iter, reward_tools, report]
 
@@ -39,16 +40,29 @@ def main(argv: list[str] | None = None) -> int:
     from ..config import ConfigError
     from ..hub import ModelNotFoundError
     from ..reward.head import CheckpointError
-    from ..rundir import RunMismatchError
+    from ..rundir import RunFileError, RunIncompleteError, RunLockedError, RunMismatchError
 
     try:
         return args.handler(args)
-    except (UsageError, ModelNotFoundError, CheckpointError, ConfigError, RunMismatchError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (UsageError, ModelNotFoundError, CheckpointError, ConfigError, RunMismatchError, RunFileError,
+            RunLockedError) as err:
+        print(f"error: {printable(str(err), keep_newlines=True)}", file=sys.stderr)
         return EXIT_USAGE
+    except RunIncompleteError as err:
+        print(f"error: {printable(str(err))}", file=sys.stderr)
+        return EXIT_SOME_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        out = getattr(args, "out", None)
+        where = f" in {out}" if out else ""
+        print(f"error: no space left on device ({printable(str(err))}). Nothing already written is lost: every "
+              f"file{where} is written whole or not at all. Free some space and rerun the same command to resume.",
+              file=sys.stderr)
+        return EXIT_SOME_FAILED
 
 
 __all__ = ["COMMANDS", "build_parser", "main"]

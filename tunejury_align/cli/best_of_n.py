@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 from ..config import describe
 from ..generators import family_help
 from ..recipes.best_of_n import BestOfNConfig
-from .common import EXIT_OK, add_reward_options, add_run_options, distributed_state, load_models, read_prompts
+from .common import (
+    EXIT_OK,
+    add_reward_options,
+    add_run_options,
+    check_output_dir,
+    distributed_state,
+    load_models,
+    printable,
+    read_prompts,
+)
+from .progress import Progress, say
 
 
 def add_parser(commands) -> None:
@@ -29,8 +37,6 @@ def add_parser(commands) -> None:
 
 
 def cmd_best_of_n(args) -> int:
-    from tqdm.auto import tqdm
-
     from ..config import load_config
     from ..recipes.best_of_n_run import run_best_of_n
     from ..report import build_report
@@ -41,22 +47,25 @@ def cmd_best_of_n(args) -> int:
     config = load_config(BestOfNConfig, args.config, args.overrides, n=args.n,
                          save_all=True if args.save_all else None)
     processes = distributed_state()
+    out = check_output_dir(args.out, is_main=processes.is_main)
+    say(f"best-of-n: {len(prompts)} prompt(s) x {config.n} candidate(s) = {len(prompts) * config.n} generations "
+        f"in units of {config.candidates_per_batch}, generation options {config.generation or '(defaults)'} "
+        f"-> {printable(out)}", processes.is_main)
     generator, reward = load_models(args, debug_default="debug-musicgen", generation=config.generation,
                                     processes=processes)
     # 2. Run (resuming whatever the folder already holds).
     meta = run_meta("best-of-n", config, prompts, generator, reward)
     shard = len(range(processes.rank, len(prompts), processes.world_size)) * config.n
-    with tqdm(total=shard, desc="best-of-n", unit="cand", disable=None if processes.is_main else True,
-              file=sys.stderr) as bar:
-        summary = run_best_of_n(generator, reward, prompts, config, Path(args.out), meta, rank=processes.rank,
+    with Progress("best-of-n", shard, "candidates", enabled=processes.is_main) as bar:
+        summary = run_best_of_n(generator, reward, prompts, config, out, meta, rank=processes.rank,
                                 world_size=processes.world_size, barrier=processes.barrier, progress=bar.update)
     # 3. Report.
     if summary is not None:
-        report = build_report(args.out)
+        report = build_report(out)
         label = " (debug models: the scores mean nothing)" if summary["debug"] else ""
-        print(f"best-of-{config.n} over {len(prompts)} prompt(s){label} -> {args.out}")
+        print(f"best-of-{config.n} over {len(prompts)} prompt(s){label} -> {printable(out)}")
         for point in summary["curve"]:
             interval = f"  [{point['low']:.3f}, {point['high']:.3f}]" if "low" in point else ""
             print(f"  N={point['n']:<3d} mean best reward {point['mean']:.4f}{interval}")
-        print(f"report: {report}")
+        print(f"report: {printable(report)}")
     return EXIT_OK

@@ -1,13 +1,17 @@
 """What every ``align`` command shares: exit codes, errors, the reward and run arguments, reading
-prompts, and the prompts -> generator -> reward set-up (checked before any expensive work)."""
+prompts, the output folder check, printing names safely, and the prompts -> generator -> reward set-up
+(checked before any expensive work)."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import re
+import unicodedata
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +22,24 @@ OVERRIDE_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*=\S*"
 
 class UsageError(Exception):
     """Bad arguments or inputs found before any work starts (exit code 2)."""
+
+
+# -- what is printed -----------------------------------------------------------------------------
+def printable(text: str, keep_newlines: bool = False) -> str:
+    """``text`` with control and other non-printing characters escaped (``\\x1b``, ``\\u202e``), for every
+    prompt or file name printed: a name cannot recolour the terminal, move its cursor or reorder a line."""
+    return "".join(ch if ch.isprintable() or (keep_newlines and ch == "\n")
+                   else ch.encode("unicode_escape").decode("ascii") for ch in str(text))
+
+
+def display_width(text: str) -> int:
+    """Terminal columns of ``text``: wide (CJK) characters take two, combining marks none."""
+    return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def pad(text: str, width: int) -> str:
+    """``text`` left-aligned in ``width`` terminal columns."""
+    return text + " " * max(0, width - display_width(text))
 
 
 # -- the reward ----------------------------------------------------------------------------------
@@ -82,7 +104,7 @@ def read_prompts_from(path: Path) -> list[str]:
     if not path.is_file():
         raise UsageError(f"prompts file {path} not found")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark is not part of a prompt
     except UnicodeDecodeError as err:
         raise UsageError(f"prompts file {path} is not UTF-8 text ({err})") from err
     prompts = []
@@ -110,6 +132,65 @@ def read_prompts(args) -> list[str]:
     if args.prompts:
         return read_prompts_from(Path(args.prompts))
     raise UsageError("give prompts with --prompts FILE or --prompt TEXT")
+
+
+# -- the output folder ---------------------------------------------------------------------------
+def _io_reason(err: OSError) -> str:
+    hints = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up", errno.EACCES: "not writable",
+             errno.EPERM: "not writable", errno.EROFS: "not writable: a read-only file system",
+             errno.ENOTDIR: "a part of the path is a file"}
+    hint = hints.get(err.errno)
+    return f"{hint}: {err.strerror}" if hint else (err.strerror or str(err))
+
+
+def check_output_dir(out: str, *, is_main: bool = True, label: str | None = None, lock: bool = True) -> Path:
+    """Before any model is loaded: ``out`` must be a folder that can be created and written in (a probe
+    file is written, fsync'd and removed) and that no other run holds (:func:`~tunejury_align.rundir.run_lock`).
+    Folders made for the check are removed again, so a command refused later leaves nothing behind.
+    Under ``accelerate launch`` only the main process checks (the others would race its clean-up).
+    ``label`` names the folder in messages (default ``--out PATH``); ``lock=False`` skips the run lock."""
+    from ..rundir import run_lock
+
+    path = Path(out).expanduser()
+    label = label or f"--out {path}"
+    if not is_main:
+        return path
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{label} is a file, not a folder; give a folder (it is created if missing)")
+    created = [folder for folder in (path, *path.parents) if not folder.exists()]  # deepest first
+    probe = path / f".align-write-probe-{os.getpid()}"
+    try:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"{label}: cannot create the folder ({_io_reason(err)})") from err
+        try:
+            with open(probe, "wb") as handle:
+                handle.write(b"align")
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as err:
+            raise UsageError(f"{label}: cannot write in the folder ({_io_reason(err)})") from err
+    finally:
+        with suppress(OSError):
+            probe.unlink(missing_ok=True)
+        for folder in created:
+            with suppress(OSError):
+                folder.rmdir()
+    if lock and not created:
+        with run_lock(path):  # refused now, not after the models load
+            pass
+    return path
+
+
+def check_output_file(out: str, flag: str = "--out") -> Path:
+    """Before any model loads: a file to write must not be a folder, and its folder must pass
+    :func:`check_output_dir` (without the run lock)."""
+    path = Path(out).expanduser()
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give the file to write")
+    check_output_dir(str(path.parent), label=f"{flag} {path} (its folder {path.parent})", lock=False)
+    return path
 
 
 # -- devices and processes -----------------------------------------------------------------------
@@ -159,6 +240,14 @@ def check_generation_options(generator, options: dict) -> None:
     build = getattr(generator, "options", None)
     if build is None:
         return
+    options_class = getattr(generator, "options_class", None)
+    if options_class is not None:
+        from ..config import ConfigError, check_fields
+
+        try:
+            check_fields(options_class, options, prefix="generation.")
+        except ConfigError as err:
+            raise UsageError(f"bad generation option for {generator.name}: {err}") from err
     try:
         build(**options)
     except TypeError as err:

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from ..config import describe
 from ..generators import family_help
 from ..recipes.ditto import PRESETS, DittoConfig
-from .common import EXIT_OK, EXIT_SOME_FAILED, add_reward_options, add_run_options, load_models, read_prompts
+from .common import (
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    add_reward_options,
+    add_run_options,
+    check_output_dir,
+    load_models,
+    printable,
+    read_prompts,
+)
+from .progress import Progress, say
 
 
 def add_parser(commands) -> None:
@@ -37,8 +46,6 @@ def add_parser(commands) -> None:
 
 
 def cmd_ditto(args) -> int:
-    from tqdm.auto import tqdm
-
     from ..config import load_config
     from ..generators import as_diffusion_generator
     from ..recipes.ditto import DittoOutOfMemoryError
@@ -49,28 +56,31 @@ def cmd_ditto(args) -> int:
     prompts = read_prompts(args)
     config = load_config(DittoConfig, args.config, args.overrides, preset=args.preset,
                          iterations=args.iterations, seed=args.seed)
+    out = check_output_dir(args.out)
+    say(f"ditto: {len(prompts)} prompt(s) x {config.iterations + 1} iterates (baseline + {config.iterations} "
+        f"iterations), {config.sampler_steps} sampler steps each, preset {config.preset} (lr {config.learning_rate:g}) "
+        f"-> {printable(out)}")
     generator, reward = load_models(args, debug_default="debug-stable-audio", generation=config.generation_options(),
                                     wrap=as_diffusion_generator)
     # 2. Run (resuming whatever the folder already holds).
     meta = ditto_run_meta(config, prompts, generator, reward)
-    with tqdm(total=len(prompts) * (config.iterations + 1), desc="ditto", unit="iter", disable=None,
-              file=sys.stderr) as bar:
+    with Progress("ditto", len(prompts) * (config.iterations + 1), "iterates") as bar:
         try:
-            summary = run_ditto(generator, reward, prompts, config, Path(args.out), meta, progress=bar.update)
+            summary = run_ditto(generator, reward, prompts, config, out, meta, progress=bar.update)
         except DittoOutOfMemoryError as err:
             bar.close()
-            print(f"error: {err} The prompts finished so far stay in {args.out}; checkpoint_steps and "
+            print(f"error: {err} The prompts finished so far stay in {printable(out)}; checkpoint_steps and "
                   "checkpoint_reward can change on a resume (same --out), other settings need a new --out.",
                   file=sys.stderr)
             return EXIT_SOME_FAILED
     # 3. Report.
     label = " (debug models: the rewards mean nothing)" if summary["debug"] else ""
     print(f"DITTO ({config.preset} preset: lr {config.learning_rate:g}, {config.sampler_steps} sampler steps, "
-          f"{config.iterations} iterations) over {len(prompts)} prompt(s){label} -> {args.out}")
+          f"{config.iterations} iterations) over {len(prompts)} prompt(s){label} -> {printable(out)}")
     for row in summary["per_prompt"]:
         print(f"  p{row['prompt_index']:04d}  reward {row['baseline_reward']:.4f} -> {row['optimised_reward']:.4f} "
-              f"({row['gain']:+.4f}, best iterate {row['best_iteration']})  {row['prompt'][:60]}")
+              f"({row['gain']:+.4f}, best iterate {row['best_iteration']})  {printable(row['prompt'][:60])}")
     if summary["finished"]:
         print(f"  mean gain {summary['mean_gain']:+.4f}")
-    print(f"report: {build_report(args.out)}")
+    print(f"report: {printable(build_report(out))}")
     return EXIT_OK

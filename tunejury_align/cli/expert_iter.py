@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..config import describe
@@ -14,11 +13,14 @@ from .common import (
     UsageError,
     add_reward_options,
     add_run_options,
+    check_output_dir,
     distributed_state,
     load_models,
+    printable,
     read_prompts,
     read_prompts_from,
 )
+from .progress import Phases, say
 
 FILTER_KEYS = ("threshold", "keep_top", "keep_per_prompt")
 
@@ -56,28 +58,6 @@ def add_parser(commands) -> None:
     parser.set_defaults(handler=cmd_expert_iter)
 
 
-class ProgressBars:
-    """One tqdm bar per phase (``round 1: generate`` ...), on stderr, on the main process only."""
-
-    def __init__(self, enabled: bool):
-        self.enabled, self.bars = enabled, {}
-
-    def __call__(self, phase: str, advance: int, total: int) -> None:
-        from tqdm.auto import tqdm
-
-        if phase not in self.bars:
-            self.bars[phase] = tqdm(total=total, desc=phase, disable=None if self.enabled else True, file=sys.stderr,
-                                    leave=False)
-        bar = self.bars[phase]
-        bar.update(advance)
-        if bar.n >= total:
-            bar.close()
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
-
-
 def cmd_expert_iter(args) -> int:
     from ..config import load_config
     from ..generators import trainer_for
@@ -102,6 +82,8 @@ def cmd_expert_iter(args) -> int:
     if config.train_batch_size % (config.gradient_accumulation_steps * world_size):
         raise UsageError(f"train_batch_size {config.train_batch_size} must be a multiple of "
                          f"gradient_accumulation_steps x processes ({config.gradient_accumulation_steps} x {world_size})")
+    out = check_output_dir(args.out, is_main=processes.is_main)
+    say(plan(config, prompts, heldout, args.generator, out), processes.is_main)
 
     def trainable(generator):  # its family must have a fine-tuning loss, and the patterns must match
         trainer_for(generator, config.trainable, config.generation)
@@ -118,9 +100,9 @@ def cmd_expert_iter(args) -> int:
                                   kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
     # 2. Run (resuming whatever the folder already holds).
     meta = expert_iter_run_meta(config, prompts, heldout, generator, reward)
-    bars = ProgressBars(enabled=processes.is_main)
+    bars = Phases(lambda phase: "steps" if phase.endswith("train") else "samples", enabled=processes.is_main)
     try:
-        rows = run_expert_iteration(generator, reward, prompts, config, Path(args.out), meta, heldout=heldout,
+        rows = run_expert_iteration(generator, reward, prompts, config, out, meta, heldout=heldout,
                                     rank=processes.rank, world_size=world_size, barrier=processes.barrier,
                                     accelerator=accelerator, progress=bars)
     finally:
@@ -130,7 +112,7 @@ def cmd_expert_iter(args) -> int:
         label = " (debug models: the numbers mean nothing)" if is_debug(meta) else ""
         where = "held-out" if heldout else "training"
         print(f"expert iteration: {config.rounds} round(s), {len(prompts)} training prompt(s), "
-              f"{len(heldout) or len(prompts)} {where} prompt(s){label} -> {args.out}")
+              f"{len(heldout) or len(prompts)} {where} prompt(s){label} -> {printable(out)}")
         print("  round  eval reward  kept        Frechet (" + ", ".join(
             k[len("frechet_"):] for k in rows[0] if k.startswith("frechet_")) + ")  diversity")
         for row in rows:
@@ -138,6 +120,20 @@ def cmd_expert_iter(args) -> int:
             frechet = ", ".join(f"{row[k]:.4g}" for k in row if k.startswith("frechet_")) or "-"
             diversity = f"{row['diversity']:.4f}" if row.get("diversity") is not None else "-"
             print(f"  {row['round']:<5d}  {row['eval_reward_mean']:<11.4f}  {kept:<10}  {frechet}  {diversity}")
-        print(f"  checkpoints: {Path(args.out) / f'round_{config.rounds}' / 'checkpoint'} (from_pretrained)")
-        print(f"report: {build_report(args.out)}")
+        print(f"  checkpoints: {printable(out / f'round_{config.rounds}' / 'checkpoint')} (from_pretrained)")
+        print(f"report: {printable(build_report(out))}")
     return EXIT_OK
+
+
+def plan(config, prompts: list[str], heldout: list[str], generator: str, out: Path) -> str:
+    """What the run will do, said before the models load (a long run should never start silently)."""
+    chosen = next(key for key in FILTER_KEYS if getattr(config, key) is not None)
+    where = "held-out" if heldout else "training"
+    text = (f"expert-iter: {config.rounds} round(s), each: {len(prompts)} training prompt(s) x "
+            f"{config.samples_per_prompt} samples, filter {chosen}={getattr(config, chosen)}, {config.train_steps} "
+            f"training steps (batch {config.train_batch_size}); evaluation of the start and of each round: "
+            f"{len(heldout) or len(prompts)} {where} prompt(s) x {config.eval_samples_per_prompt} samples -> {printable(out)}")
+    if generator.startswith("debug") and config.train_steps > 100:
+        text += (f"\nnote: {config.train_steps} steps per round on the debug models take long and mean nothing; for "
+                 "a run of seconds add --config recipes/debug/expert_iter.yaml")
+    return text

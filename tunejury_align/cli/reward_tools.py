@@ -12,7 +12,20 @@ from pathlib import Path
 
 from ..config import describe
 from ..reward.training import HeadTrainingConfig
-from .common import EXIT_OK, EXIT_SOME_FAILED, UsageError, add_reward_options, load_reward, resolve_device
+from .common import (
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    UsageError,
+    add_reward_options,
+    check_output_dir,
+    check_output_file,
+    display_width,
+    load_reward,
+    pad,
+    printable,
+    resolve_device,
+)
+from .progress import Progress, say
 
 
 def add_parser(commands) -> None:
@@ -106,12 +119,30 @@ def _score_audio_pairs(args, pairs):
 
     if all(p.has_scores for p in pairs):
         return pairs, {}
-    return score_pairs(pairs, load_reward(args))
+    files = {(f, p.prompt) for p in pairs if not p.has_scores for f in (p.audio_a, p.audio_b)}
+    say(f"scoring {len(files)} audio file(s) of {len(pairs)} pair(s) with the reward {printable(args.reward)}")
+    reward = load_reward(args)
+    with Progress("scoring", len(files), "files") as bar:
+        return score_pairs(pairs, CountingReward(reward, bar.update))
+
+
+class CountingReward:
+    """The reward, reporting each file it scores to ``progress`` (the library scores silently)."""
+
+    def __init__(self, reward, progress):
+        self.reward, self.progress = reward, progress
+
+    def score_files(self, paths, prompts=None):
+        try:
+            return self.reward.score_files(paths, prompts)
+        finally:
+            self.progress(len(paths))
 
 
 def _report_failures(failures: dict[str, str], dropped: int, total: int) -> None:
     for file, error in failures.items():
-        print(f"error: {error}" if file in error else f"error: {file}: {error}", file=sys.stderr)
+        print(f"error: {printable(error)}" if file in error else f"error: {printable(file)}: {printable(error)}",
+              file=sys.stderr)
     if failures:
         print(f"{len(failures)} audio file(s) could not be read; {dropped} of {total} pair(s) left out",
               file=sys.stderr)
@@ -135,6 +166,8 @@ def cmd_calibrate(args) -> int:
             raise UsageError("--seeds and --test must be >= 1, --pool >= 0")
     elif not args.out:
         raise UsageError("--out is required (the calibration JSON to write), unless --sweep is given")
+    if args.out:
+        check_output_file(args.out)
     if args.l2 < 0:
         raise UsageError(f"--l2 must be >= 0, got {args.l2}")
     pairs = _read_pairs(args.pairs, require_systems=True)
@@ -167,12 +200,12 @@ def cmd_calibrate(args) -> int:
     else:
         print(f"fitted {len(calibration.biases)} system bias(es) from {calibration.pairs} pair(s) "
               f"({calibration.ties} tie(s) excluded), l2={calibration.l2} -> {args.out}")
-        width = max(len(s) for s in calibration.biases) if calibration.biases else 6
+        width = max(display_width(printable(s)) for s in calibration.biases) if calibration.biases else 6
         for system, bias in calibration.biases.items():
             pinned = ""
             if system == calibration.pinned:
                 pinned = "  (pinned; absent from the pairs)" if calibration.pin_missing else "  (pinned)"
-            print(f"  {system.ljust(width)}  {bias:+.4f}{pinned}")
+            print(f"  {pad(printable(system), width)}  {bias:+.4f}{pinned}")
         print("# a calibrated score is score - bias: `align score --calibration FILE --system NAME`")
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
@@ -192,8 +225,6 @@ def format_sweep(result: dict) -> str:
 
 # -- align extract-features ---------------------------------------------------------------------------
 def cmd_extract_features(args) -> int:
-    from tqdm.auto import tqdm
-
     from ..reward.features import FeatureFileError, extract_pair_features
 
     pairs = _read_pairs(args.pairs)
@@ -202,11 +233,15 @@ def cmd_extract_features(args) -> int:
         raise UsageError(f"{missing[0]}: feature extraction needs 'audio_a' and 'audio_b' in every row")
     if args.save_every < 1:
         raise UsageError("--save-every must be >= 1")
-    reward = load_reward(args)
+    check_output_file(args.out)
     cache = Path(args.cache) if args.cache else Path(args.out + ".cache")
+    check_output_dir(str(cache), label=f"--cache {cache}", lock=False)
     files = len({f for p in pairs for f in (p.audio_a, p.audio_b)})
+    say(f"extract-features: {len(pairs)} pair(s), {files} audio file(s) -> {printable(args.out)} "
+        f"(cache {printable(cache)}: a rerun resumes from it)")
+    reward = load_reward(args)
     try:
-        with tqdm(total=files, desc="features", unit="file", disable=None, file=sys.stderr) as bar:
+        with Progress("features", files, "files") as bar:
             features, report = extract_pair_features(reward, pairs, cache, save_every=args.save_every,
                                                      progress=bar.update)
     except FeatureFileError as err:
@@ -231,10 +266,14 @@ def cmd_train_head(args) -> int:
     device = resolve_device(args.device, None) if args.device else None
     config = load_config(HeadTrainingConfig, args.config, args.overrides, exclude=exclude,
                          max_epochs=args.epochs, seed=args.seed, device=device)
+    check_output_file(args.out)
     try:
         features = PairFeatures.load(args.features)
         validation = PairFeatures.load(args.val_features) if args.val_features else None
-        result = train_head_on_features(features, config, validation=validation)
+        say(f"train-head: {len(features)} pair(s), at most {config.max_epochs} epochs (stops after {config.patience} "
+            f"without improvement) -> {printable(args.out)}")
+        with Progress("train-head", config.max_epochs, "epochs at most") as bar:
+            result = train_head_on_features(features, config, validation=validation, progress=lambda record: bar.update(1))
     except (FeatureFileError, ValueError) as err:
         raise UsageError(str(err)) from err
     training = {"config": {k: getattr(config, k) for k in config.__dataclass_fields__}, **result.summary(),
@@ -256,6 +295,8 @@ def cmd_eval(args) -> int:
 
     if args.bins < 1:
         raise UsageError("--bins must be >= 1")
+    if args.out:
+        check_output_file(args.out)
     calibration = None
     if args.calibration:
         if args.mos:
@@ -280,7 +321,11 @@ def cmd_eval(args) -> int:
         total = len(items)
         failures = {}
         if any(item.score is None for item in items):
-            items, failures = score_mos(items, load_reward(args))
+            say(f"scoring {sum(item.score is None for item in items)} audio file(s) with the reward "
+                f"{printable(args.reward)}")
+            reward = load_reward(args)
+            with Progress("scoring", sum(item.score is None for item in items), "files") as bar:
+                items, failures = score_mos(items, CountingReward(reward, bar.update))
         _report_failures(failures, total - len(items), total)
         if len(items) < 2:
             raise UsageError(f"{args.mos}: Spearman needs at least 2 scored items, got {len(items)}")

@@ -4,10 +4,25 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import sys
+import warnings
 from pathlib import Path
 
-from .common import DEBUG_NOTE, EXIT_OK, EXIT_SOME_FAILED, UsageError, add_reward_options, load_reward
+from .common import (
+    DEBUG_NOTE,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    UsageError,
+    add_reward_options,
+    display_width,
+    load_reward,
+    pad,
+    printable,
+)
+from .progress import Progress, say
+
+logger = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus"}
 
@@ -27,18 +42,23 @@ def add_parser(commands) -> None:
     score.set_defaults(handler=cmd_score)
 
 
-def collect_audio_files(inputs: list[str]) -> list[Path]:
-    files: list[Path] = []
+def collect_audio_files(inputs: list[str]) -> list[tuple[Path, str | None]]:
+    """``(path, error)`` per file to score: each file given, the audio files of each folder (recursively),
+    and ``(folder, "... no audio files ...")`` for a folder holding none (its own error row). Only when no
+    input yields a file is it a :class:`UsageError`."""
+    entries: list[tuple[Path, str | None]] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
             if not found:
-                raise UsageError(f"{path}: folder holds no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
-            files.extend(found)
+                entries.append((path, f"{path}: folder holds no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})"))
+            entries.extend((file, None) for file in found)
         else:
-            files.append(path)  # a missing/unreadable file is a per-file error, reported with the rest
-    return files
+            entries.append((path, None))  # a missing/unreadable file is a per-file error, reported with the rest
+    if all(error is not None for _, error in entries):
+        raise UsageError("; ".join(printable(error) for _, error in entries))
+    return entries
 
 
 def read_prompts_file(path: Path) -> dict[str, str]:
@@ -48,21 +68,24 @@ def read_prompts_file(path: Path) -> dict[str, str]:
     rows: list[dict] = []
     try:
         if path.suffix.lower() in {".jsonl", ".json"}:
-            for number, line in enumerate(path.read_text().splitlines(), 1):
+            for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
                 if line.strip():
-                    row = json.loads(line)
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as err:
+                        raise UsageError(f"{path}, line {number}: invalid JSON ({err.msg})") from err
                     if not isinstance(row, dict):
-                        raise UsageError(f"{path}:{number}: expected a JSON object with 'file' and 'prompt'")
+                        raise UsageError(f"{path}, line {number}: expected a JSON object with 'file' and 'prompt'")
                     rows.append(row)
         else:
-            with path.open(newline="") as handle:
+            with path.open(newline="", encoding="utf-8-sig") as handle:  # a byte-order mark is not a column name
                 rows = list(csv.DictReader(handle))
-    except json.JSONDecodeError as err:
-        raise UsageError(f"{path}: invalid JSON line ({err})") from err
+    except UnicodeDecodeError as err:
+        raise UsageError(f"prompts file {path} is not UTF-8 text ({err})") from err
     mapping = {}
     for number, row in enumerate(rows, 1):
         if "file" not in row or "prompt" not in row:
-            raise UsageError(f"{path}: row {number} needs 'file' and 'prompt' fields, got {sorted(row)}")
+            raise UsageError(f"{path}: row {number} needs 'file' and 'prompt' fields, got {sorted(map(str, row))}")
         mapping[str(row["file"])] = "" if row["prompt"] is None else str(row["prompt"])
     return mapping
 
@@ -75,52 +98,74 @@ def prompt_for(file: Path, mapping: dict[str, str]) -> str | None:
 
 
 def cmd_score(args) -> int:
-    from tqdm.auto import tqdm
+    from ..reward.percentiles import collection_names
 
-    from ..reward.audio import AudioError
-    from ..reward.percentiles import collection_names, percentiles
-
-    files = collect_audio_files(args.inputs)
+    # 1. Inputs, prompts and calibration are checked before the reward loads.
+    entries = collect_audio_files(args.inputs)
+    files = [file for file, error in entries if error is None]
     if args.prompts_file:
         mapping = read_prompts_file(Path(args.prompts_file))
-        prompts = [prompt_for(f, mapping) for f in files]
-        missing = [str(f) for f, p in zip(files, prompts) if p is None]
+        missing = [printable(str(f)) for f in files if prompt_for(f, mapping) is None]
         if missing:
             raise UsageError(f"{args.prompts_file} has no prompt for {missing[:5]} "
                              "(list every file; use an empty prompt for none)")
-    else:
-        prompts = [args.prompt or ""] * len(files)
     calibration = None
     if args.calibration or args.system:
         calibration = load_calibration_offset(args)
+    say(f"scoring {len(files)} file(s) with the reward {printable(args.reward)}")
     reward = load_reward(args)
     names = collection_names()
-    results = []
-    for file, prompt in tqdm(list(zip(files, prompts)), desc="scoring", unit="file", disable=None, file=sys.stderr):
-        record: dict = {"file": str(file), "prompt": prompt}
-        try:
-            score = reward.score_files([file], [prompt])[0]
-            record["score"] = score
-            if calibration is not None:
-                record["calibrated_score"] = score - calibration
-            record["percentiles"] = percentiles(score)
-        except AudioError as err:
-            record["error"] = str(err)
-        record["reward"] = "debug" if reward.is_debug else args.reward
-        if reward.is_debug:
-            record["debug"] = True
-        results.append(record)
-    failed = [r for r in results if "error" in r]
-    if args.json:
-        for record in results:
-            print(json.dumps(record))
-    else:
-        print_score_table(results, names, reward.is_debug)
-    for record in failed:
-        print(f"error: {record['error']}", file=sys.stderr)
+    # 2. Score file after file; each result is printed (and flushed) as soon as it is known.
+    table = None if args.json else ScoreTable([printable(str(file)) for file, _ in entries], names, reward.is_debug)
+    failed = 0
+    with Progress("scoring", len(files), "files") as progress:
+        for file, error in entries:
+            prompt = (prompt_for(file, mapping) if args.prompts_file else args.prompt or "") if error is None else None
+            record = score_one(reward, file, prompt, calibration) if error is None else {"file": str(file), "error": error}
+            record["reward"] = "debug" if reward.is_debug else args.reward
+            if reward.is_debug:
+                record["debug"] = True
+            progress.write(json.dumps(record) if table is None else table.row(record))
+            if "error" in record:
+                failed += 1
+                print(f"error: {printable(record['error'])}", file=sys.stderr, flush=True)
+            if "warning" in record:
+                print(f"warning: {printable(record['warning'])}", file=sys.stderr, flush=True)
+            if error is None:
+                progress.update(1)
+    if table is not None and len(entries) > failed:
+        print(table.footer(), flush=True)
     if failed:
-        print(f"{len(failed)} of {len(results)} file(s) could not be scored", file=sys.stderr)
+        print(f"{failed} of {len(entries)} file(s) could not be scored", file=sys.stderr)
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def score_one(reward, file: Path, prompt: str, calibration: float | None) -> dict:
+    """One file's record: its score and percentiles (and any warning about how it was read), or its
+    error. Any failure is this file's error; the other files are still scored."""
+    from ..reward.audio import AudioError, AudioWarning
+    from ..reward.percentiles import percentiles
+
+    record: dict = {"file": str(file), "prompt": prompt}
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", AudioWarning)
+            score = reward.score_files([file], [prompt])[0]
+        for warning in caught:
+            if issubclass(warning.category, AudioWarning):
+                record["warning"] = str(warning.message)
+            else:
+                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+        record["score"] = score
+        if calibration is not None:
+            record["calibrated_score"] = score - calibration
+        record["percentiles"] = percentiles(score)
+    except AudioError as err:
+        record["error"] = str(err) if str(file) in str(err) else f"{file}: {err}"
+    except Exception as err:  # any other per-file failure is named; it never ends the other files' scores
+        logger.debug("scoring %s failed", file, exc_info=True)
+        record["error"] = f"{file}: {type(err).__name__}: {err}"
+    return record
 
 
 def load_calibration_offset(args) -> float:
@@ -129,27 +174,48 @@ def load_calibration_offset(args) -> float:
     path = Path(args.calibration)
     if not path.is_file():
         raise UsageError(f"calibration file {path} not found")
-    biases = json.loads(path.read_text()).get("biases", {})
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as err:
+        raise UsageError(f"calibration file {path}, line {err.lineno}: not valid JSON ({err.msg}); "
+                         "write it with `align calibrate`") from err
+    except UnicodeDecodeError as err:
+        raise UsageError(f"calibration file {path} is not UTF-8 text ({err})") from err
+    biases = data.get("biases") if isinstance(data, dict) else None
+    if not isinstance(biases, dict):
+        raise UsageError(f"calibration file {path} has no 'biases' mapping; write it with `align calibrate`")
     if args.system not in biases:
-        raise UsageError(f"system '{args.system}' is not in {path} (known: {sorted(biases)})")
-    return float(biases[args.system])
+        raise UsageError(f"system '{printable(args.system)}' is not in {path} "
+                         f"(known: {[printable(s) for s in sorted(biases)]})")
+    bias = biases[args.system]
+    if isinstance(bias, bool) or not isinstance(bias, (int, float)):
+        raise UsageError(f"calibration file {path}: the bias of '{printable(args.system)}' must be a number, "
+                         f"got {bias!r}")
+    return float(bias)
 
 
-def print_score_table(results: list[dict], names: dict[str, str], debug: bool) -> None:
-    if debug:
-        print(f"# {DEBUG_NOTE}")
-    header = ["file", "score"] + [f"%{names[k]}" for k in names]
-    rows = []
-    for record in results:
+class ScoreTable:
+    """The score table, one row at a time: the column widths are fixed up front from the known file
+    names (display width: a CJK character takes two columns), so rows can be printed as they come."""
+
+    def __init__(self, files: list[str], names: dict[str, str], debug: bool):
+        self.names, self.debug = names, debug
+        self.header = ["file", "score"] + [f"%{names[k]}" for k in names]
+        score_width = len("-0.0000 (debug)" if debug else "-0.0000")
+        self.widths = [max([4, *map(display_width, files)]), score_width] + [max(len(h), 5) for h in self.header[2:]]
+        lines = [f"# {DEBUG_NOTE}"] if debug else []
+        print("\n".join([*lines, self.format(self.header)]), flush=True)
+
+    def format(self, cells: list[str]) -> str:
+        return "  ".join(pad(cell, width) for cell, width in zip(cells, self.widths)).rstrip()
+
+    def row(self, record: dict) -> str:
         if "error" in record:
-            rows.append([record["file"], "ERROR"] + [""] * len(names))
-        else:
-            score = f"{record['score']:.4f}" + (" (debug)" if debug else "")
-            rows.append([record["file"], score] + [f"{record['percentiles'][k]:.1f}" for k in names])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)] if rows else [len(h) for h in header]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
-    if rows:
-        print("# %<collection>: percentile among the published scores of that collection "
-              "(empty prompt, release protocol)")
+            return self.format([printable(record["file"]), "ERROR"])
+        score = f"{record['score']:.4f}" + (" (debug)" if self.debug else "")
+        return self.format([printable(record["file"]), score] + [f"{record['percentiles'][k]:.1f}" for k in self.names])
+
+    @staticmethod
+    def footer() -> str:
+        return ("# %<collection>: percentile among the published scores of that collection "
+                "(empty prompt, release protocol)")

@@ -26,11 +26,14 @@ from ..rundir import (
     atomic_write_audio,
     atomic_write_json,
     atomic_write_text,
+    holds_run_lock,
     is_debug,
     load_unit_extras,
     load_unit_scores,
     log_unit,
+    missing_units,
     prepare_run_dir,
+    require_complete,
     score_matrix,
 )
 from .best_of_n import BestOfNConfig, Unit, best_of_n, summarize
@@ -44,6 +47,7 @@ def candidate_path(prompt_index: int, candidate: int) -> str:
     return f"candidates/p{prompt_index:04d}_c{candidate:02d}.wav"
 
 
+@holds_run_lock
 def run_best_of_n(
     generator,
     reward: Callable,
@@ -64,7 +68,7 @@ def run_best_of_n(
     out = Path(out)
     prepare_run_dir(out, meta, is_main=rank == 0)
     barrier()
-    completed = load_unit_scores(out)
+    completed = load_unit_scores(out, len(prompts), config.n)
     best: dict[int, float] = {}
     for (p, _), score in completed.items():
         best[p] = max(best.get(p, -np.inf), score)
@@ -90,8 +94,10 @@ def run_best_of_n(
 
 
 def write_results(out: Path, prompts: list[str], config: BestOfNConfig, meta: dict) -> dict:
-    """Merge the progress logs into results.jsonl and curve.json (atomically)."""
-    scores = score_matrix(load_unit_scores(out), len(prompts), config.n)
+    """Merge the progress logs into results.jsonl and curve.json (atomically), once every candidate has its
+    score (:class:`~tunejury_align.rundir.RunIncompleteError` otherwise)."""
+    scores = score_matrix(load_unit_scores(out, len(prompts), config.n), len(prompts), config.n)
+    require_complete(out, missing_units(scores), scores.size, "candidate")
     extras = {name: score_matrix(values, len(prompts), config.n) for name, values in load_unit_extras(out).items()}
     result = summarize(scores, config, extras)
     models = {"generator": meta["generator"], "reward": meta["reward"], "versions": meta["versions"]}

@@ -30,9 +30,11 @@ from ..rundir import (
     append_jsonl,
     atomic_write_audio,
     atomic_write_json,
+    holds_run_lock,
     is_debug,
     prepare_run_dir,
     read_jsonl,
+    require_complete,
     rewrite_jsonl,
     run_meta,
     save_tensor,
@@ -42,7 +44,10 @@ from .ditto import MEMORY_SETTINGS, DittoConfig, DittoResult, IterationRecord, d
 logger = logging.getLogger(__name__)
 
 LOG = "ditto.jsonl"
-__all__ = ["LOG", "done_path", "ditto_run_meta", "run_ditto"]
+#: what each ``ditto.jsonl`` record must hold (:func:`~tunejury_align.rundir.read_jsonl`)
+LOG_FIELDS = {"prompt_index": "int", "iteration": "int", "reward": "number", "noise_norm": "number",
+              "seconds": "number", "peak_memory": "number?"}
+__all__ = ["LOG", "LOG_FIELDS", "done_path", "ditto_run_meta", "run_ditto"]
 
 
 def done_path(prompt_index: int) -> str:
@@ -66,7 +71,7 @@ def drop_unfinished_records(out: Path, finished: set[int]) -> None:
     log = out / LOG
     if not log.is_file():
         return
-    records = read_jsonl(log)
+    records = read_jsonl(log, LOG_FIELDS)
     keep = [r for r in records if r.get("prompt_index") in finished]
     lines = [line for line in log.read_text().splitlines() if line.strip()]
     if len(keep) != len(lines):
@@ -93,6 +98,7 @@ def save_prompt(out: Path, prompt_index: int, result: DittoResult, config: Ditto
     return summary
 
 
+@holds_run_lock
 def run_ditto(
     generator,
     reward: Callable,
@@ -130,7 +136,9 @@ def run_ditto(
         logger.info("prompt %d: reward %.4f -> %.4f (best iterate %d)", prompt_index, result.baseline_reward,
                     result.optimised_reward, result.best_iteration)
 
-    # 3. Summary of every finished prompt
+    # 3. Summary of every finished prompt, once every prompt is
+    unfinished = set(range(len(prompts))) - finished_prompts(out, len(prompts))
+    require_complete(out, {p: [] for p in unfinished}, len(prompts), "prompt")
     return write_summary(out, prompts, meta)
 
 

@@ -50,12 +50,15 @@ from ..rundir import (
     append_jsonl,
     atomic_write_audio,
     atomic_write_json,
+    holds_run_lock,
     load_tensor,
     load_unit_extras,
     load_unit_scores,
     log_unit,
+    missing_units,
     prepare_run_dir,
     read_jsonl,
+    require_complete,
     rewrite_jsonl,
     run_meta,
     save_tensor,
@@ -67,6 +70,11 @@ from .finetune import fine_tune, train_data
 
 logger = logging.getLogger(__name__)
 
+#: what each ``metrics.jsonl`` row must hold (:func:`~tunejury_align.rundir.read_jsonl`)
+METRICS_FIELDS = {"round": "int", "eval_reward_mean": "number", "eval_reward_std": "number?",
+                  **{key: "number?" for key in ("kept_fraction", "threshold", "frechet_clap_audio", "frechet_mert",
+                                            "diversity", "train_loss_first", "train_loss_last")}}
+TRAIN_LOG_FIELDS = {"step": "int", "loss": "number", "lr": "number"}
 IO_SETTINGS = ("rounds", "save_every", "keep_train_state")  # may change on a resume (more rounds: continue)
 __all__ = ["expert_iter_run_meta", "expert_iteration", "run_expert_iteration"]
 Progress = Callable[[str, int, int], None]  # (phase, advance, total)
@@ -129,13 +137,13 @@ def generate_phase(folder: Path, generator, reward, prompts: list[str], config: 
 
     shard = range(rank, len(prompts), world_size)
     total = len(shard) * config.n
-    best_of_n(generator, reward, prompts, config=config, completed=load_unit_scores(folder), on_unit=on_unit,
-              prompt_indices=shard, progress=(lambda k: progress(phase, k, total)) if progress else None,
+    best_of_n(generator, reward, prompts, config=config, completed=load_unit_scores(folder, len(prompts), config.n),
+              on_unit=on_unit, prompt_indices=shard,
+              progress=(lambda k: progress(phase, k, total)) if progress else None,
               scorers=scorers, completed_extras=load_unit_extras(folder))
     barrier()
-    scores = score_matrix(load_unit_scores(folder), len(prompts), config.n)
-    if np.isnan(scores).any():
-        raise RuntimeError(f"{folder}: some samples are missing after generation")
+    scores = score_matrix(load_unit_scores(folder, len(prompts), config.n), len(prompts), config.n)
+    require_complete(folder, missing_units(scores), scores.size, "sample")
     extras = {name: score_matrix(values, len(prompts), config.n) for name, values in load_unit_extras(folder).items()}
     return scores, extras
 
@@ -172,7 +180,7 @@ def train_round(folder: Path, trainer, kept, prompts, config: ExpertIterConfig, 
         raise RunMismatchError(f"{state_path} was saved for another kept set; delete it to restart the round")
     start = int(state["step"]) if state is not None else 0
     if rank == 0:  # drop log records of steps after the saved state (they are redone)
-        rewrite_jsonl(log_path, [r for r in read_jsonl(log_path) if r["step"] <= start])
+        rewrite_jsonl(log_path, [r for r in read_jsonl(log_path, TRAIN_LOG_FIELDS) if r["step"] <= start])
     data = train_data([load_tensor(folder / "samples" / "targets" / f"{item_name(p, c)}.pt") for p, c in kept],
                       [config.prompt_prefix + prompts[p] for p, _ in kept])
     phase = f"round {round_index}: train"
@@ -193,7 +201,7 @@ def train_round(folder: Path, trainer, kept, prompts, config: ExpertIterConfig, 
     summary = fine_tune(trainer, data, config, round_index, state=state, save_state=save_state, on_step=on_step,
                         rank=rank, world_size=world_size, accelerator=accelerator)
     if summary["loss"] is None:  # resumed after the last step: the loss is in the log
-        summary["loss"] = next((r["loss"] for r in reversed(read_jsonl(log_path))), None)
+        summary["loss"] = next((r["loss"] for r in reversed(read_jsonl(log_path, TRAIN_LOG_FIELDS))), None)
     return summary
 
 
@@ -306,6 +314,7 @@ class _Rounds:
         self.barrier()
 
 
+@holds_run_lock
 def run_expert_iteration(
     generator,
     reward: Callable,
@@ -385,7 +394,7 @@ def round_training_metrics(folder: Path, round_index: int) -> dict:
         return {"kept": None, "kept_fraction": None, "threshold": None, "sample_reward_mean": None,
                 "kept_reward_mean": None, "train_loss_first": None, "train_loss_last": None}
     info = json.loads((folder / "filter.json").read_text())
-    losses = [r["loss"] for r in read_jsonl(folder / "train_log.jsonl")]
+    losses = [r["loss"] for r in read_jsonl(folder / "train_log.jsonl", TRAIN_LOG_FIELDS)]
     return {key: info[key] for key in ("kept", "kept_fraction", "threshold", "sample_reward_mean",
                                        "kept_reward_mean")} | {
         "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None}

@@ -19,7 +19,7 @@ def best_of_n_section(run_dir: Path, run: dict) -> str:
 
     config = BestOfNConfig(**run["config"])
     prompts = run["prompts"]
-    scores = score_matrix(load_unit_scores(run_dir), len(prompts), config.n)
+    scores = score_matrix(load_unit_scores(run_dir, len(prompts), config.n), len(prompts), config.n)
     summary = summarize(scores, config)
     done = int((~np.isnan(scores)).sum())
     status = "finished" if (run_dir / "results.jsonl").is_file() else "in progress"
@@ -63,10 +63,10 @@ def generic_section(run_dir: Path, run: dict) -> str:
 
 
 def ditto_section(run_dir: Path, run: dict) -> str:
-    from ..recipes.ditto_run import LOG, audio_path, done_path
+    from ..recipes.ditto_run import LOG, LOG_FIELDS, audio_path, done_path
 
     prompts = run["prompts"]
-    records = _jsonl(run_dir / LOG)
+    records = read_jsonl(run_dir / LOG, LOG_FIELDS, {"prompt_index": len(prompts)})
     by_prompt: dict[int, list[dict]] = {}
     for record in records:
         by_prompt.setdefault(record["prompt_index"], []).append(record)
@@ -104,7 +104,9 @@ def ditto_section(run_dir: Path, run: dict) -> str:
 
 
 def expert_iter_section(run_dir: Path, run: dict) -> str:
-    metrics = sorted(_jsonl(run_dir / "metrics.jsonl"), key=lambda m: m["round"])
+    from ..recipes.expert_iter_run import METRICS_FIELDS
+
+    metrics = sorted(read_jsonl(run_dir / "metrics.jsonl", METRICS_FIELDS, {"round": None}), key=lambda m: m["round"])
     rounds = [m["round"] for m in metrics]
     prompts = run["prompts"]
     eval_prompts = prompts.get("heldout") or prompts.get("train") or []

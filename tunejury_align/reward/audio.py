@@ -6,16 +6,22 @@ differentiable with respect to the waveform.
 
 from __future__ import annotations
 
+import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import resample as _resample
+from .resample import resample as _band_limited_resample
 
 
 class AudioError(ValueError):
     """Audio that cannot be scored; the message names the problem and the fix."""
+
+
+class AudioWarning(UserWarning):
+    """Audio that is scored, but not as the file promised (a truncated WAV): the message says what was read."""
 
 
 def check_audio(audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
@@ -56,7 +62,7 @@ def resample(wave: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
     :mod:`tunejury_align.reward.resample` (``T'`` exactly as torchaudio rounds it:
     :func:`~tunejury_align.reward.resample.resampled_length`). Equal rates return ``wave`` itself.
     """
-    return _resample.resample(wave, orig_sr, new_sr)
+    return _band_limited_resample(wave, orig_sr, new_sr)
 
 
 def quantize_int16(wave: torch.Tensor) -> torch.Tensor:
@@ -86,12 +92,29 @@ def centre_window(wave: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
-    """Read an audio file into ``(C, T)`` float32 and its sample rate, with clear errors."""
+    """Read an audio file into ``(C, T)`` float32 and its sample rate, with clear errors.
+
+    Only regular files are opened (a FIFO or device could block forever); an empty file is an
+    :class:`AudioError`; a WAV whose header promises more than the file holds is read as far as it goes,
+    with an :class:`AudioWarning` naming the seconds read.
+    """
     import soundfile as sf
 
     path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such file")
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise AudioError(f"{path}: no such file") from None
+    except OSError as err:
+        raise AudioError(f"{path}: cannot read it ({err.strerror})") from err
+    if stat.S_ISDIR(info.st_mode):
+        raise AudioError(f"{path}: a folder, not an audio file")
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(
+            info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode) else "special"
+        raise AudioError(f"{path}: not a regular file ({kind}); pass an audio file")
+    if info.st_size == 0:
+        raise AudioError(f"{path}: the file is empty (0 bytes)")
     try:
         data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises LibsndfileError / RuntimeError / TypeError
@@ -100,4 +123,27 @@ def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
         raise AudioError(f"{path}: the file holds no samples")
     if not np.isfinite(data).all():
         raise AudioError(f"{path}: the file holds NaN or Inf samples")
+    promised = wav_header_frames(path)
+    if promised is not None and promised > data.shape[0]:
+        warnings.warn(AudioWarning(
+            f"{path}: truncated: its header promises {promised / sample_rate:.2f} s, the file holds "
+            f"{data.shape[0] / sample_rate:.2f} s; scored the {data.shape[0] / sample_rate:.2f} s read"), stacklevel=2)
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sample_rate)
+
+
+def wav_header_frames(path: Path) -> int | None:
+    """Frames the ``data`` chunk of a RIFF/WAVE header declares (``None``: not a WAV, or a streamed one
+    whose header leaves the length open)."""
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    position, block_align = 12, 0
+    while position + 8 <= len(head):
+        chunk, size = head[position:position + 4], int.from_bytes(head[position + 4:position + 8], "little")
+        if chunk == b"fmt " and position + 22 <= len(head):
+            block_align = int.from_bytes(head[position + 20:position + 22], "little")
+        if chunk == b"data":
+            return size // block_align if block_align and size not in (0, 0xFFFFFFFF) else None
+        position += 8 + size + (size & 1)
+    return None

@@ -164,10 +164,16 @@ def load_state_dict_safely(path: Path, *, numpy_scalars: bool = False, mmap: boo
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): a download or copy was cut short; fetch it again")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        obj = load_file(str(path))
+        try:
+            obj = load_file(str(path))
+        except Exception as err:  # safetensors raises SafetensorError (and OSError) for a damaged file
+            raise CheckpointError(f"{path} is not a valid safetensors file ({type(err).__name__}: {err}); "
+                                  "fetch it again or re-save it with safetensors.torch.save_file") from err
     else:
         try:
             obj = _torch_load(path, numpy_scalars=numpy_scalars, mmap=mmap)
@@ -179,8 +185,10 @@ def load_state_dict_safely(path: Path, *, numpy_scalars: bool = False, mmap: boo
                 "Re-save it as a plain state_dict "
                 "(torch.save(model.state_dict(), path)) or as safetensors."
             ) from err
-        except (RuntimeError, EOFError, OSError, ValueError, TypeError) as err:
-            raise CheckpointError(f"cannot read checkpoint {path}: {err}. Is it a torch.save file?") from err
+        except Exception as err:  # torch.load on other bytes: KeyError, IndexError, EOFError, RuntimeError, ...
+            reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+            raise CheckpointError(f"cannot read checkpoint {path}: not a torch.save file, or a damaged one ({reason}); "
+                                  "fetch it again, or pass the .pt / .safetensors file the head was saved as") from err
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         dropped = sorted(str(k) for k in obj if k != "state_dict")
         if dropped:
@@ -210,9 +218,14 @@ def spec_from_sidecar(sidecar: dict | None, state_dict: dict[str, torch.Tensor],
     exclude = sidecar.get("exclude", [])
     if isinstance(exclude, str) or not isinstance(exclude, (list, tuple)):
         raise CheckpointError(f"{where}: sidecar 'exclude' must be a list of block names, got {exclude!r}")
+    if not all(isinstance(block, str) for block in exclude):
+        raise CheckpointError(f"{where}: sidecar 'exclude' must be a list of block names, got {exclude!r}")
     spec = HeadSpec(tuple(exclude))
     declared = sidecar.get("input_dim", spec.input_dim)
-    if int(declared) != spec.input_dim:
+    if isinstance(declared, bool) or not isinstance(declared, int):
+        raise CheckpointError(f"{where}: sidecar 'input_dim' must be an integer, got {declared!r} "
+                              f"({type(declared).__name__}); for these blocks it is {spec.input_dim}")
+    if declared != spec.input_dim:
         raise CheckpointError(
             f"{where}: sidecar says input_dim {declared} but excluding {list(spec.exclude)} gives {spec.input_dim}"
         )
@@ -249,6 +262,10 @@ def load_head(checkpoint: str | Path, sidecar: dict | None = None) -> tuple[Tune
     bad = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"{checkpoint}: non-finite values (NaN/Inf) in {bad[:6]}")
+    variances = [k for k, v in state_dict.items() if k.endswith("running_var") and not bool((v > 0).all())]
+    if variances:  # a negative variance scores NaN, a zero one divides by sqrt(eps)
+        raise CheckpointError(f"{checkpoint}: BatchNorm variances {variances[:6]} must be > 0 everywhere but hold "
+                              "zero or negative entries; the checkpoint is damaged or was edited")
     head = TuneJuryHead(spec.input_dim)
     head.load_state_dict(state_dict, strict=True)
     head.eval().requires_grad_(False)

@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..hub import ModelNotFoundError, hub_file, looks_like_repo_id
+from .audio import AudioError
 from .head import CheckpointError
 
 MERT_REPO = "m-a-p/MERT-v1-330M"
@@ -286,7 +287,7 @@ class MertEncoder(nn.Module):
         total = wave.shape[-1]
         min_samples = self._receptive_field()[0]  # one frame (400 samples for MERT)
         if total < min_samples:
-            raise ValueError(f"audio too short for MERT: {total} samples at 24 kHz (< {min_samples}, ~17 ms)")
+            raise AudioError(f"audio too short for MERT: {total} samples at 24 kHz, the minimum is {min_samples} samples ({min_samples / 24:.0f} ms)")
         sums, frames = None, 0
         for start, end in self.segments(total):
             mean, count = self._segment_features(wave[:, start:end])
