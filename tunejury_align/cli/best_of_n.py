@@ -8,6 +8,7 @@ from ..config import describe
 from ..generators import family_help
 from ..recipes.best_of_n import BestOfNConfig
 from .common import (
+    DEBUG_LABEL,
     EXIT_OK,
     add_reward_options,
     add_run_options,
@@ -38,6 +39,7 @@ def add_parser(commands) -> None:
 
 def cmd_best_of_n(args) -> int:
     from ..config import load_config
+    from ..debug import TRUTH_LABEL, world_scorers
     from ..recipes.best_of_n_run import run_best_of_n
     from ..report import build_report
     from ..rundir import run_meta
@@ -58,14 +60,24 @@ def cmd_best_of_n(args) -> int:
     shard = len(range(processes.rank, len(prompts), processes.world_size)) * config.n
     with Progress("best-of-n", shard, "candidates", enabled=processes.is_main) as bar:
         summary = run_best_of_n(generator, reward, prompts, config, out, meta, rank=processes.rank,
-                                world_size=processes.world_size, barrier=processes.barrier, progress=bar.update)
+                                world_size=processes.world_size, barrier=processes.barrier, progress=bar.update,
+                                scorers=world_scorers(generator))
     # 3. Report.
     if summary is not None:
         report = build_report(out)
-        label = " (debug models: the scores mean nothing)" if summary["debug"] else ""
+        label = DEBUG_LABEL if summary["debug"] else ""
         print(f"best-of-{config.n} over {len(prompts)} prompt(s){label} -> {printable(out)}")
-        for point in summary["curve"]:
-            interval = f"  [{point['low']:.3f}, {point['high']:.3f}]" if "low" in point else ""
-            print(f"  N={point['n']:<3d} mean best reward {point['mean']:.4f}{interval}")
+        truth = (summary.get("extra_curves") or {}).get("truth")
+        for index, point in enumerate(summary["curve"]):
+            line = f"  N={point['n']:<3d} mean best reward {point['mean']:.4f}{interval_text(point)}"
+            if truth:
+                line += f"   truth of the reward's pick {truth[index]['mean']:.4f}{interval_text(truth[index])}"
+            print(line)
+        if truth:
+            print(f"  (truth: the {TRUTH_LABEL}, tunejury_align.debug.truth; higher is better)")
         print(f"report: {printable(report)}")
     return EXIT_OK
+
+
+def interval_text(point: dict) -> str:
+    return f"  [{point['low']:.3f}, {point['high']:.3f}]" if "low" in point else ""

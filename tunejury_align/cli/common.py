@@ -16,7 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
-DEBUG_NOTE = "debug reward: tiny random weights, the scores mean nothing"
+DEBUG_NOTE = ("debug reward: the debug world's learned proxy of its known truth (tunejury_align.debug), "
+              "not of human preference")
+#: appended to what a command prints about a run on the debug models
+DEBUG_LABEL = " (debug world: the reward is a learned proxy of a known truth, printed beside it)"
 OVERRIDE_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*=\S*"
 
 
@@ -62,15 +65,23 @@ def add_reward_options(parser: argparse.ArgumentParser) -> None:
 
 
 def load_reward(args):
+    import sys
+
     import torch
 
-    from ..reward import TuneJuryReward
+    from ..reward import TuneJuryReward, debug_reward
 
     dtype = getattr(torch, args.dtype)
     device = resolve_device(args.device, None)
+    dtype = None if dtype == torch.float32 else dtype
+    if args.reward == "debug":  # built once per machine (a minute or two), then loaded from the cache
+        def built(generator: str) -> None:
+            print(f"debug reward: {generator}'s training clips done (the first use builds the debug world's "
+                  "reward; it is cached)", file=sys.stderr, flush=True)
+
+        return debug_reward(protocol=args.protocol, device=device, dtype=dtype, progress=built)
     return TuneJuryReward.from_pretrained(args.reward, clap=args.clap, mert=args.mert, text_model=args.text_model,
-                                          protocol=args.protocol, device=device,
-                                          dtype=None if dtype == torch.float32 else dtype)
+                                          protocol=args.protocol, device=device, dtype=dtype)
 
 
 # -- the run arguments ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from ..config import describe
 from ..generators import family_help
 from ..recipes.ditto import PRESETS, DittoConfig
 from .common import (
+    DEBUG_LABEL,
     EXIT_OK,
     EXIT_SOME_FAILED,
     add_reward_options,
@@ -47,6 +48,7 @@ def add_parser(commands) -> None:
 
 def cmd_ditto(args) -> int:
     from ..config import load_config
+    from ..debug import TRUTH_LABEL, world_scorers
     from ..generators import as_diffusion_generator
     from ..recipes.ditto import DittoOutOfMemoryError
     from ..recipes.ditto_run import ditto_run_meta, run_ditto
@@ -66,7 +68,8 @@ def cmd_ditto(args) -> int:
     meta = ditto_run_meta(config, prompts, generator, reward)
     with Progress("ditto", len(prompts) * (config.iterations + 1), "iterates") as bar:
         try:
-            summary = run_ditto(generator, reward, prompts, config, out, meta, progress=bar.update)
+            summary = run_ditto(generator, reward, prompts, config, out, meta, progress=bar.update,
+                                scorers=world_scorers(generator))
         except DittoOutOfMemoryError as err:
             bar.close()
             print(f"error: {err} The prompts finished so far stay in {printable(out)}; checkpoint_steps and "
@@ -74,13 +77,18 @@ def cmd_ditto(args) -> int:
                   file=sys.stderr)
             return EXIT_SOME_FAILED
     # 3. Report.
-    label = " (debug models: the rewards mean nothing)" if summary["debug"] else ""
+    label = DEBUG_LABEL if summary["debug"] else ""
     print(f"DITTO ({config.preset} preset: lr {config.learning_rate:g}, {config.sampler_steps} sampler steps, "
           f"{config.iterations} iterations) over {len(prompts)} prompt(s){label} -> {printable(out)}")
     for row in summary["per_prompt"]:
+        truth = (f"   truth {row['baseline_truth']:.4f} -> {row['optimised_truth']:.4f} "
+                 f"({row['optimised_truth'] - row['baseline_truth']:+.4f})") if "baseline_truth" in row else ""
         print(f"  p{row['prompt_index']:04d}  reward {row['baseline_reward']:.4f} -> {row['optimised_reward']:.4f} "
-              f"({row['gain']:+.4f}, best iterate {row['best_iteration']})  {printable(row['prompt'][:60])}")
+              f"({row['gain']:+.4f}, best iterate {row['best_iteration']}){truth}  {printable(row['prompt'][:60])}")
     if summary["finished"]:
-        print(f"  mean gain {summary['mean_gain']:+.4f}")
+        truth = f", truth {summary['mean_truth_gain']:+.4f}" if "mean_truth_gain" in summary else ""
+        print(f"  mean gain: reward {summary['mean_gain']:+.4f}{truth}")
+        if truth:
+            print(f"  (truth: the {TRUTH_LABEL}, tunejury_align.debug.truth; higher is better)")
     print(f"report: {printable(build_report(out))}")
     return EXIT_OK

@@ -9,6 +9,7 @@ from ..config import describe
 from ..generators import family_help
 from ..recipes.expert_iter import ExpertIterConfig
 from .common import (
+    DEBUG_LABEL,
     EXIT_OK,
     UsageError,
     add_reward_options,
@@ -60,6 +61,7 @@ def add_parser(commands) -> None:
 
 def cmd_expert_iter(args) -> int:
     from ..config import load_config
+    from ..debug import TRUTH_LABEL, world_scorers
     from ..generators import trainer_for
     from ..recipes.expert_iter import split_prompts
     from ..recipes.expert_iter_run import expert_iter_run_meta, run_expert_iteration
@@ -104,22 +106,26 @@ def cmd_expert_iter(args) -> int:
     try:
         rows = run_expert_iteration(generator, reward, prompts, config, out, meta, heldout=heldout,
                                     rank=processes.rank, world_size=world_size, barrier=processes.barrier,
-                                    accelerator=accelerator, progress=bars)
+                                    accelerator=accelerator, progress=bars, scorers=world_scorers(generator))
     finally:
         bars.close()
     # 3. Report.
     if rows is not None:
-        label = " (debug models: the numbers mean nothing)" if is_debug(meta) else ""
+        label = DEBUG_LABEL if is_debug(meta) else ""
         where = "held-out" if heldout else "training"
         print(f"expert iteration: {config.rounds} round(s), {len(prompts)} training prompt(s), "
               f"{len(heldout) or len(prompts)} {where} prompt(s){label} -> {printable(out)}")
-        print("  round  eval reward  kept        Frechet (" + ", ".join(
+        truth = "eval_truth_mean" in rows[0]
+        print("  round  eval reward" + ("  eval truth" if truth else "") + "  kept        Frechet (" + ", ".join(
             k[len("frechet_"):] for k in rows[0] if k.startswith("frechet_")) + ")  diversity")
         for row in rows:
             kept = f"{row['kept']} ({row['kept_fraction']:.0%})" if row["kept"] is not None else "-"
             frechet = ", ".join(f"{row[k]:.4g}" for k in row if k.startswith("frechet_")) or "-"
             diversity = f"{row['diversity']:.4f}" if row.get("diversity") is not None else "-"
-            print(f"  {row['round']:<5d}  {row['eval_reward_mean']:<11.4f}  {kept:<10}  {frechet}  {diversity}")
+            truth_cell = f"  {row['eval_truth_mean']:<10.4f}" if truth else ""
+            print(f"  {row['round']:<5d}  {row['eval_reward_mean']:<11.4f}{truth_cell}  {kept:<10}  {frechet}  {diversity}")
+        if truth:
+            print(f"  (eval truth: the {TRUTH_LABEL} of fresh held-out samples, tunejury_align.debug.truth)")
         print(f"  checkpoints: {printable(out / f'round_{config.rounds}' / 'checkpoint')} (from_pretrained)")
         print(f"report: {printable(build_report(out))}")
     return EXIT_OK

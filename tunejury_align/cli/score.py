@@ -121,7 +121,8 @@ def cmd_score(args) -> int:
     with Progress("scoring", len(files), "files") as progress:
         for file, error in entries:
             prompt = (prompt_for(file, mapping) if args.prompts_file else args.prompt or "") if error is None else None
-            record = score_one(reward, file, prompt, calibration) if error is None else {"file": str(file), "error": error}
+            record = (score_one(reward, file, prompt, calibration, truth=reward.is_debug) if error is None
+                      else {"file": str(file), "error": error})
             record["reward"] = "debug" if reward.is_debug else args.reward
             if reward.is_debug:
                 record["debug"] = True
@@ -140,9 +141,10 @@ def cmd_score(args) -> int:
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
-def score_one(reward, file: Path, prompt: str, calibration: float | None) -> dict:
+def score_one(reward, file: Path, prompt: str, calibration: float | None, truth: bool = False) -> dict:
     """One file's record: its score and percentiles (and any warning about how it was read), or its
-    error. Any failure is this file's error; the other files are still scored."""
+    error. Any failure is this file's error; the other files are still scored. ``truth``: also the
+    debug world's truth of the file (with the debug reward)."""
     from ..reward.audio import AudioError, AudioWarning
     from ..reward.percentiles import percentiles
 
@@ -160,6 +162,12 @@ def score_one(reward, file: Path, prompt: str, calibration: float | None) -> dic
         if calibration is not None:
             record["calibrated_score"] = score - calibration
         record["percentiles"] = percentiles(score)
+        if truth:
+            from ..debug import truth as debug_truth
+            from ..reward.audio import read_audio
+
+            wave, sample_rate = read_audio(file)
+            record["truth"] = float(debug_truth(wave.unsqueeze(0), sample_rate, [prompt])[0])
     except AudioError as err:
         record["error"] = str(err) if str(file) in str(err) else f"{file}: {err}"
     except Exception as err:  # any other per-file failure is named; it never ends the other files' scores
@@ -200,9 +208,10 @@ class ScoreTable:
 
     def __init__(self, files: list[str], names: dict[str, str], debug: bool):
         self.names, self.debug = names, debug
-        self.header = ["file", "score"] + [f"%{names[k]}" for k in names]
+        self.header = ["file", "score"] + (["truth"] if debug else []) + [f"%{names[k]}" for k in names]
         score_width = len("-0.0000 (debug)" if debug else "-0.0000")
-        self.widths = [max([4, *map(display_width, files)]), score_width] + [max(len(h), 5) for h in self.header[2:]]
+        self.widths = ([max([4, *map(display_width, files)]), score_width] + ([len("-0.0000")] if debug else [])
+                       + [max(len(h), 5) for h in self.header[2 + debug:]])
         lines = [f"# {DEBUG_NOTE}"] if debug else []
         print("\n".join([*lines, self.format(self.header)]), flush=True)
 
@@ -213,9 +222,12 @@ class ScoreTable:
         if "error" in record:
             return self.format([printable(record["file"]), "ERROR"])
         score = f"{record['score']:.4f}" + (" (debug)" if self.debug else "")
-        return self.format([printable(record["file"]), score] + [f"{record['percentiles'][k]:.1f}" for k in self.names])
+        truth = [f"{record['truth']:.4f}"] if self.debug else []
+        return self.format([printable(record["file"]), score, *truth]
+                           + [f"{record['percentiles'][k]:.1f}" for k in self.names])
 
-    @staticmethod
-    def footer() -> str:
+    def footer(self) -> str:
+        truth = ("\n# truth: the debug world's truth of the file (tunejury_align.debug.truth), which the debug "
+                 "reward is a learned proxy of") if self.debug else ""
         return ("# %<collection>: percentile among the published scores of that collection "
-                "(empty prompt, release protocol)")
+                "(empty prompt, release protocol)" + truth)

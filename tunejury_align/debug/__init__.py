@@ -12,4 +12,14 @@ fail -- without the real models.
 
 from .truth import TRUTH_VERSION, target_profile, truth, truth_parts
 
-__all__ = ["TRUTH_VERSION", "target_profile", "truth", "truth_parts"]
+#: how the CLI and reports name the truth, so that nobody mistakes it for human preference
+TRUTH_LABEL = "debug world's truth"
+
+
+def world_scorers(generator) -> dict:
+    """``{"truth": truth}`` for a debug generator (its clips are in the debug world), else ``{}``: the
+    recipes record these scores beside the reward."""
+    return {"truth": truth} if getattr(generator, "is_debug", False) else {}
+
+
+__all__ = ["TRUTH_LABEL", "TRUTH_VERSION", "target_profile", "truth", "truth_parts", "world_scorers"]

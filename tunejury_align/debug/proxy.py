@@ -51,11 +51,12 @@ class ProxySpec:
 
     head_seed: int = 0  # initialisation, shuffling, validation split
     label_seed: int = 0  # the noisy listener's draws
-    label_temperature: float = 0.1  # P(A preferred) = sigmoid((truth_A - truth_B) / label_temperature)
+    label_temperature: float = 0.05  # P(A preferred) = sigmoid((truth_A - truth_B) / label_temperature)
     sample_seed: int = 0  # clips use seeds sample_seed + 1000 * prompt + s
-    seeds_per_prompt: int = 6
-    lr: float = 1e-3
-    train_batch_size: int = 64
+    seeds_per_prompt: int = 12
+    same_generator_pairs: bool = False  # True: listeners only compare two clips of one generator
+    lr: float = 2e-3
+    train_batch_size: int = 256
     max_epochs: int = 200
     patience: int = 15
 
@@ -117,7 +118,7 @@ def train_proxy_head(samples: WorldSamples, spec: ProxySpec) -> tuple[dict[str, 
     """Train a head on noisy comparisons of ``samples``; returns its state dict and a report."""
     from ..reward.training import HeadTrainingConfig, train_head
 
-    pairs = same_prompt_pairs(samples)
+    pairs = same_prompt_pairs(samples, same_generator=spec.same_generator_pairs)
     labels = noisy_labels(samples, pairs, spec)
     config = HeadTrainingConfig(lr=spec.lr, train_batch_size=spec.train_batch_size, max_epochs=spec.max_epochs,
                                 patience=spec.patience, seed=spec.head_seed)

@@ -80,13 +80,17 @@ def world_samples(features: Callable[[torch.Tensor, int, list[str]], torch.Tenso
                         rows["generators"], rows["seeds"], list(prompts))
 
 
-def same_prompt_pairs(samples: WorldSamples) -> torch.Tensor:
-    """``(M, 2)`` every pair of clips of the same prompt (across and within generators), as an arena
-    pairs two systems' answers to one request."""
+def same_prompt_pairs(samples: WorldSamples, same_generator: bool = False) -> torch.Tensor:
+    """``(M, 2)`` every pair of clips of the same prompt: across and within generators (as an arena pairs
+    two systems' answers to one request), or with ``same_generator`` only pairs of one generator's clips
+    (as choosing among a model's own samples does)."""
     pairs = []
     for index in torch.unique(samples.prompt_index).tolist():
         members = torch.nonzero(samples.prompt_index == index).flatten()
-        pairs.append(torch.combinations(members, 2))
+        found = torch.combinations(members, 2)
+        if same_generator:
+            found = found[[samples.generators[a] == samples.generators[b] for a, b in found.tolist()]]
+        pairs.append(found)
     return torch.cat(pairs) if pairs else torch.zeros(0, 2, dtype=torch.long)
 
 

@@ -89,6 +89,7 @@ def _logits_processor_classes():
                 torch.multinomial(probs[i * rows_per_item:(i + 1) * rows_per_item], 1, generator=g)
                 for i, g in enumerate(self.generators)
             ])
+            self.tokens = torch.cat([input_ids, chosen.to(input_ids.dtype)], dim=-1)  # (B K, steps + 1) so far
             one_hot = torch.full_like(scores, float("-inf"))
             return one_hot.scatter(-1, chosen, 0.0)
 
@@ -117,6 +118,7 @@ class MusicGenGenerator:
         self.is_debug = is_debug
         self.sample_rate = int(model.config.audio_encoder.sampling_rate)
         self.frame_rate = int(model.config.audio_encoder.frame_rate)
+        self.last_generation: tuple[torch.Tensor, torch.Tensor] | None = None  # (audio, its codes (B, K, L))
         self.num_codebooks = int(model.decoder.config.num_codebooks)
 
     @classmethod
@@ -162,9 +164,14 @@ class MusicGenGenerator:
         """``prompts``/``seeds`` (B each) -> ``(B, C, T)`` float32 audio; options: :class:`MusicGenOptions`."""
         opts = self.options(**options)
         prompts, seeds = check_request(prompts, seeds)
-        audios = [self._generate_batch(prompts[i:i + opts.max_batch_size], seeds[i:i + opts.max_batch_size], opts)
-                  for i in range(0, len(prompts), opts.max_batch_size)]
-        return torch.cat(audios)
+        audios, codes = [], []
+        for i in range(0, len(prompts), opts.max_batch_size):
+            audios.append(self._generate_batch(prompts[i:i + opts.max_batch_size], seeds[i:i + opts.max_batch_size],
+                                               opts))
+            codes.append(self._batch_codes)
+        audio = torch.cat(audios)
+        self.last_generation = (audio, torch.cat(codes))  # the codes behind it, for fine-tuning (expert iteration)
+        return audio
 
     def _generate_batch(self, prompts: list[str], seeds: list[int], opts: MusicGenOptions) -> torch.Tensor:
         seeded_sampler, sampler_last = _logits_processor_classes()
@@ -178,7 +185,19 @@ class MusicGenGenerator:
             max_new_tokens=max(1, int(round(opts.duration * self.frame_rate))) + self.num_codebooks - 1,
             logits_processor=sampler_last([sampler]),
         )
+        self._batch_codes = self._codes_of(sampler.tokens, len(prompts))
         return check_generated(audio.clamp(-1.0, 1.0), len(prompts), self.name)
+
+    def _codes_of(self, tokens: torch.Tensor, batch: int) -> torch.Tensor:
+        """The decoder's token sequences ``(B K, 1 + steps)`` (start token, then the delay pattern) ->
+        the codes ``generate`` decoded, ``(B, K, L)`` int32: codebook k sits k steps late (k // 2 for
+        stereo models, whose codebooks alternate left / right)."""
+        stereo = int(getattr(self.model.decoder.config, "audio_channels", 1)) == 2
+        delays = [k // 2 if stereo else k for k in range(self.num_codebooks)]
+        tokens = tokens.reshape(batch, self.num_codebooks, -1)
+        length = tokens.shape[-1] - 1 - max(delays)
+        return torch.stack([tokens[:, k, 1 + d:1 + d + length] for k, d in enumerate(delays)], dim=1).to(
+            torch.int32).cpu()
 
 
 def _model_class(model_type: str):
@@ -299,7 +318,12 @@ class MusicGenTrainer(Trainer):
     @torch.no_grad()
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
         """``(B, C, T)`` audio at the model's rate -> ``(B, K, L)`` int32 EnCodec codes (stereo
-        models: left/right codebooks interleaved, as ``generate`` decodes them)."""
+        models: left/right codebooks interleaved, as ``generate`` decodes them). Audio this generator has
+        just generated gets the very codes it was decoded from (exact; re-encoding is lossy); other audio
+        is encoded with the model's EnCodec."""
+        last = self.generator.last_generation
+        if last is not None and last[0] is audio:
+            return last[1].clone()
         audio = audio.to(self.device, torch.float32)
         channels = [audio[:, :1], audio[:, 1:2]] if self.stereo else [audio[:, :1]]
         per_channel = self.num_codebooks // len(channels)

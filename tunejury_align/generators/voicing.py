@@ -119,7 +119,7 @@ def voice_encodec_decoder(decoder: nn.Module, frame_rate: float, gain: float,
 
 @torch.no_grad()
 def sticky_musicgen_lm(model: nn.Module, codebook_decay: float = 0.3, embedding_scale: float = 10.0,
-                       head_gain: float = 1.0, block_scale: float = 0.1, cross_attention_scale: float = 20.0) -> None:
+                       head_gain: float = 1.0, block_scale: float = 0.1, cross_attention_scale: float = 300.0) -> None:
     """MusicGen's decoder LM made to hold a code for about a second (its output heads tied to its
     token embeddings: the previous code wins by ~8 nats), to draw the first code broadly, and to let
     the text shift that draw (cross-attention kept strong); the codebooks' embeddings (LM and EnCodec

@@ -94,6 +94,8 @@ def save_prompt(out: Path, prompt_index: int, result: DittoResult, config: Ditto
         "baseline": audio_path("baseline", prompt_index), "optimised": audio_path("optimised", prompt_index),
         "noise": noise_path(prompt_index),
     }
+    for name, value in result.baseline_extras.items():  # e.g. the debug world's truth, before and after
+        summary[f"baseline_{name}"], summary[f"optimised_{name}"] = value, result.optimised_extras[name]
     atomic_write_json(out / done_path(prompt_index), summary)
     return summary
 
@@ -108,6 +110,7 @@ def run_ditto(
     meta: dict,
     *,
     progress: Callable[[int], None] | None = None,
+    scorers: dict[str, Callable] | None = None,
 ) -> dict:
     """Run (or resume) DITTO on every prompt into ``out``; returns the summary (also ``summary.json``).
     ``progress(k)`` is called with the number of iterates scored (``iterations + 1`` per skipped prompt)."""
@@ -131,7 +134,7 @@ def run_ditto(
             if progress is not None:
                 progress(1)
 
-        result = ditto(generator, reward, prompt, config=config, on_iteration=on_iteration)
+        result = ditto(generator, reward, prompt, config=config, on_iteration=on_iteration, scorers=scorers)
         save_prompt(out, prompt_index, result, config)
         logger.info("prompt %d: reward %.4f -> %.4f (best iterate %d)", prompt_index, result.baseline_reward,
                     result.optimised_reward, result.best_iteration)
@@ -153,6 +156,12 @@ def write_summary(out: Path, prompts: list[str], meta: dict) -> dict:
         "mean_gain": sum(r["gain"] for r in rows) / count if count else None,
         "per_prompt": rows,
     }
+    extra_names = sorted({key[len("baseline_"):] for r in rows for key in r if key.startswith("baseline_")} - {"reward"})
+    for name in extra_names:  # the extra scorers' mean before and after (e.g. the debug world's truth)
+        values = [(r[f"baseline_{name}"], r[f"optimised_{name}"]) for r in rows if f"baseline_{name}" in r]
+        summary[f"mean_baseline_{name}"] = sum(v[0] for v in values) / len(values)
+        summary[f"mean_optimised_{name}"] = sum(v[1] for v in values) / len(values)
+        summary[f"mean_{name}_gain"] = summary[f"mean_optimised_{name}"] - summary[f"mean_baseline_{name}"]
     atomic_write_json(out / "summary.json", summary)
     return summary
 

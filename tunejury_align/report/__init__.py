@@ -32,8 +32,9 @@ def build_report(run_dir: str | Path) -> Path:
     command = run.get("command", "")
     if command not in SECTIONS:
         raise ReportError(f"{run_dir}: unknown run type '{command}' (known: {sorted(SECTIONS)})")
-    banner = ('<p class="debug">Debug models: tiny random weights. The scores and audio mean nothing; '
-              "this run only exercises the pipeline.</p>") if is_debug(run) else ""
+    banner = ('<p class="debug">Debug world: tiny models whose reward is a learned proxy of a known truth '
+              "(<code>tunejury_align.debug.truth</code>), not of human preference; the truth is drawn beside the "
+              "reward, so gains and reward hacking can be seen.</p>") if is_debug(run) else ""
     body = SECTIONS[command](run_dir, run)
     title = f"{command} report: {run_dir.resolve().name}"
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'

@@ -15,22 +15,26 @@ from .svg import Series, line_chart
 def best_of_n_section(run_dir: Path, run: dict) -> str:
     from ..recipes.best_of_n import BestOfNConfig, summarize
     from ..recipes.best_of_n_run import candidate_path, winner_path
-    from ..rundir import load_unit_scores, score_matrix
+    from ..rundir import load_unit_extras, load_unit_scores, score_matrix
 
     config = BestOfNConfig(**run["config"])
     prompts = run["prompts"]
     scores = score_matrix(load_unit_scores(run_dir, len(prompts), config.n), len(prompts), config.n)
-    summary = summarize(scores, config)
+    extras = {name: score_matrix(values, len(prompts), config.n) for name, values in load_unit_extras(run_dir).items()}
+    summary = summarize(scores, config, extras)
     done = int((~np.isnan(scores)).sum())
     status = "finished" if (run_dir / "results.jsonl").is_file() else "in progress"
     parts = [f"<p>{done} of {scores.size} candidates scored ({status}); {len(prompts)} prompts, N = {config.n}.</p>"]
     curve = summary.curve
     if curve:
-        series = Series("mean best reward", [p["n"] for p in curve], [p["mean"] for p in curve],
-                        [p.get("low", p["mean"]) for p in curve], [p.get("high", p["mean"]) for p in curve])
-        parts.append('<div class="charts">' + line_chart([series], "Mean best reward vs N (95 % bootstrap band)",
-                                                          "N (candidates, nested prefixes)", "reward",
-                                                          log2_x=True) + "</div>")
+        charts = [line_chart([band_series("mean best reward", curve)], "Mean best reward vs N (95 % bootstrap band)",
+                             "N (candidates, nested prefixes)", "reward", log2_x=True)]
+        for name, extra in summary.extra_curves.items():  # e.g. the debug world's truth of the reward's pick
+            if extra:
+                charts.append(line_chart([band_series(f"{name} of the reward's pick", extra)],
+                                         f"{extra_title(name)} of the reward's pick vs N (95 % band)",
+                                         "N (candidates, nested prefixes)", name, log2_x=True))
+        parts.append('<div class="charts">' + "".join(charts) + "</div>")
     else:
         parts.append('<p class="missing">The curve appears once a prompt has all its candidates.</p>')
     rows = ["<tr><th>#</th><th>prompt</th><th>N=1 (candidate 0)</th><th>best of N</th><th>candidates</th></tr>"]
@@ -48,6 +52,15 @@ def best_of_n_section(run_dir: Path, run: dict) -> str:
                     f"<td>{best_text}{audio_player(run_dir, winner_path(p))}</td><td>{int(have.sum())}/{config.n}</td></tr>")
     parts.append("<h2>Prompts: N=1 vs winner</h2><table>" + "".join(rows) + "</table>")
     return "<h2>Best-of-N</h2>" + "".join(parts)
+
+
+def band_series(label: str, curve: list[dict]) -> Series:
+    return Series(label, [p["n"] for p in curve], [p["mean"] for p in curve],
+                  [p.get("low", p["mean"]) for p in curve], [p.get("high", p["mean"]) for p in curve])
+
+
+def extra_title(name: str) -> str:
+    return "The debug world's truth" if name == "truth" else name.capitalize()
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -77,8 +90,11 @@ def ditto_section(run_dir: Path, run: dict) -> str:
         return [Series(f"p{p}", [r["iteration"] for r in rows], [r[key] for r in rows])
                 for p, rows in sorted(by_prompt.items())]
 
+    extra_names = sorted({key for rows in by_prompt.values() for r in rows for key in r} & {"truth"})
     parts.append('<div class="charts">'
                  + line_chart(traces("reward"), "Reward per iteration", "iteration", "reward")
+                 + "".join(line_chart(traces(name), f"{extra_title(name)} per iteration (not optimised)", "iteration",
+                                      name) for name in extra_names)
                  + line_chart(traces("noise_norm"), "Initial-noise norm / sqrt(dim)", "iteration", "norm")
                  + "</div>")
     rows = ["<tr><th>#</th><th>prompt</th><th>baseline (iteration 0)</th><th>optimised (best iterate)</th>"
@@ -122,8 +138,11 @@ def expert_iter_section(run_dir: Path, run: dict) -> str:
     if metrics:
         reward.low = [m["eval_reward_mean"] - m.get("eval_reward_std", 0) for m in metrics]
         reward.high = [m["eval_reward_mean"] + m.get("eval_reward_std", 0) for m in metrics]
+    truth = series("eval_truth_mean", "eval truth")
     parts.append('<div class="charts">'
                  + line_chart([reward], "Reward of fresh samples (mean ± std)", "round", "reward")
+                 + (line_chart([truth], "The debug world's truth of fresh held-out samples", "round", "truth")
+                    if truth.x else "")
                  + line_chart([series("kept_fraction", "kept fraction")], "Kept fraction", "round", "fraction")
                  + line_chart([series("frechet_clap_audio", "CLAP audio"), series("frechet_mert", "MERT")],
                               "Fidelity: Frechet distance to round 0", "round", "distance")
