@@ -164,14 +164,16 @@ class AudioLDM2Generator:
         return torch.cat(audios)
 
     def sample(self, prompts: Sequence[str], initial_noise: torch.Tensor, *, options: AudioLDM2Options | None = None,
-               checkpoint_steps: bool = False, decode: bool = True) -> torch.Tensor:
+               checkpoint_steps: bool = False, decode: bool = True, steering=None) -> torch.Tensor:
         """Unrolled DDIM sampling (eta = 0) from given initial latents.
 
         ``prompts`` (B,), ``initial_noise`` ``(B, C, H, W)`` (see :meth:`initial_noise`) ->
         ``(B, 1, T)`` float32 waveform (not clamped; T = duration * sample_rate) or, with
         ``decode=False``, the final latents ``(B, C, H, W)``. Under grad it is differentiable
         with respect to ``initial_noise``. ``checkpoint_steps`` recomputes each denoising step in
-        backward instead of storing its activations.
+        backward instead of storing its activations. ``steering`` (particle steering,
+        :mod:`..recipes.smc_particles`) sees the scheduler before the loop, sets each step's DDIM eta and
+        per-item noise, and after each step gets the latents and the x0 prediction and returns the latents to go on.
 
         Mirrors ``diffusers.AudioLDM2Pipeline.__call__`` (diffusers 0.42) with ``latents=initial_noise``,
         ``num_waveforms_per_prompt=1`` and ``eta=0``.
@@ -193,22 +195,32 @@ class AudioLDM2Generator:
         # 4. Prepare latent variables
         latents = initial_noise.to(device=self.device, dtype=conditioning.t5_embeds.dtype)
         latents = latents * pipe.scheduler.init_noise_sigma
+        if steering is not None:
+            steering.start(pipe.scheduler, latents)
         # 5. Denoising loop; with checkpointing only each step's input latents are kept
         for t in pipe.scheduler.timesteps:
             if checkpoint_steps and torch.is_grad_enabled():
                 latents = checkpoint(lambda x, t=t: self._denoise_step(x, t, conditioning), latents,
                                      use_reentrant=False)
             else:
-                latents = self._denoise_step(latents, t, conditioning)
+                latents = self._denoise_step(latents, t, conditioning, steering)
         if not decode:
             return latents
+        return self.decode_latents(latents, opts.duration)
+
+    def decode_latents(self, latents: torch.Tensor, duration: float, frames: int | None = None) -> torch.Tensor:
+        """``(B, C, H, W)`` latents -> ``(B, 1, T)`` waveform cut to ``duration`` seconds; ``frames`` decodes only
+        the first latent frames (a cheaper, approximate decode for particle steering's intermediate scores)."""
+        pipe = self.pipe
+        latents = latents if frames is None else latents[:, :, :frames]
         # 6. Post-processing: VAE decode to a log-mel spectrogram (B, 1, frames, mel bins)
         mel_spectrogram = pipe.vae.decode(1 / pipe.vae.config.scaling_factor * latents).sample
         # 7. Vocoder: mel -> waveform (B, samples), cut to the requested duration
         waveform = pipe.vocoder(mel_spectrogram.squeeze(1)).float()
-        return waveform[:, None, :int(opts.duration * self.sample_rate)]
+        return waveform[:, None, :int(duration * self.sample_rate)]
 
-    def _denoise_step(self, latents: torch.Tensor, t: torch.Tensor, conditioning: _Conditioning) -> torch.Tensor:
+    def _denoise_step(self, latents: torch.Tensor, t: torch.Tensor, conditioning: _Conditioning,
+                      steering=None) -> torch.Tensor:
         """One guided UNet call and DDIM update: ``(B, C, H, W)`` latents at t -> latents at t - 1."""
         pipe, guidance = self.pipe, conditioning.guidance_scale
         model_input = torch.cat([latents] * 2) if guidance > 1.0 else latents
@@ -219,7 +231,11 @@ class AudioLDM2Generator:
         if guidance > 1.0:
             noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
             noise_pred = noise_pred_uncond + guidance * (noise_pred_text - noise_pred_uncond)
-        return pipe.scheduler.step(noise_pred, t, latents, eta=0.0, return_dict=False)[0]  # DDIM, eq. 12
+        if steering is None:
+            return pipe.scheduler.step(noise_pred, t, latents, eta=0.0, return_dict=False)[0]  # DDIM, eq. 12
+        eta, variance_noise = steering.ddim_noise(latents)  # eta > 0: per-particle seeded noise
+        step = pipe.scheduler.step(noise_pred, t, latents, eta=eta, variance_noise=variance_noise)
+        return steering.step(step.prev_sample, step.pred_original_sample, pipe.scheduler)
 
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str], options: AudioLDM2Options) -> _Conditioning:

@@ -222,14 +222,16 @@ class StableAudioGenerator:
 
     def sample(self, prompts: Sequence[str], initial_noise: torch.Tensor, *, noise_seeds: Sequence[int],
                options: StableAudioOptions | None = None, checkpoint_steps: bool = False,
-               decode: bool = True) -> torch.Tensor:
+               decode: bool = True, steering=None) -> torch.Tensor:
         """Unrolled, differentiable sampler: ``(B,)`` prompts, ``(B, C, L)`` standard-normal ``initial_noise``
         and ``(B,)`` ``noise_seeds`` (SDE noise) -> ``(B, C_audio, T)`` audio (not clamped), or the final
         ``(B, C, L)`` latents with ``decode=False``. Mirrors ``StableAudioPipeline.__call__`` (text-to-audio,
         one waveform per prompt): with ``generator=[torch.Generator().manual_seed(s) for s in noise_seeds]``
         both give the same audio. Under grad the result keeps its graph to ``initial_noise``;
         ``checkpoint_steps=True`` recomputes each transformer call in backward (the scheduler update, stateful
-        and cheap, stays outside the checkpoint).
+        and cheap, stays outside the checkpoint). ``steering`` (particle steering, :mod:`..recipes.smc_particles`)
+        sees the fresh scheduler before the loop and, after each step, the latents and the step's x0 prediction;
+        it returns the latents to go on with (resampled) and keeps the scheduler's per-item state in step.
         """
         opts = options if options is not None else self.options()
         pipe, prompts, noise_seeds = self.pipe, list(prompts), [int(s) for s in noise_seeds]
@@ -258,6 +260,8 @@ class StableAudioGenerator:
 
         # 6. Per-item generators: the scheduler seeds one Brownian tree per item from initial_seed()
         noise_generators = item_generators(noise_seeds, device)
+        if steering is not None:
+            steering.start(scheduler, latents)
 
         def guided_velocity(model_input: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             """``(B, C, L)`` preconditioned latents -> ``(B, C, L)`` guided v-prediction at ``t``."""
@@ -283,12 +287,19 @@ class StableAudioGenerator:
             with warnings.catch_warnings():  # torchsde: queries at the ends of [sigma_min, sigma_max]
                 warnings.filterwarnings("ignore", message="Should have t", module="torchsde")
                 latents = scheduler.step(velocity, t, latents, generator=noise_generators).prev_sample
+            if steering is not None:  # model_outputs[-1]: this step's x0 prediction (convert_model_output)
+                latents = steering.step(latents, scheduler.model_outputs[-1], scheduler)
 
         if not decode:
             return latents
         # 9. Post-processing: decode and crop to [0, duration)
-        audio = pipe.vae.decode(latents).sample
-        return audio[:, :, : int(opts.duration * self.sample_rate)]
+        return self.decode_latents(latents, opts.duration)
+
+    def decode_latents(self, latents: torch.Tensor, duration: float, frames: int | None = None) -> torch.Tensor:
+        """``(B, C, L)`` latents -> ``(B, C_audio, T)`` audio cropped to ``duration`` seconds; ``frames`` decodes
+        only the first latent frames (a cheaper, approximate decode for particle steering's intermediate scores)."""
+        audio = self.pipe.vae.decode(latents if frames is None else latents[..., :frames]).sample
+        return audio[:, :, : int(duration * self.sample_rate)]
 
 
 def tiny_stable_audio(seed: int = 0, decoder_channels: int = 4, channel_multiples=(1, 2, 2, 4, 4)):
@@ -343,9 +354,9 @@ def debug_stable_audio(seed: int = 0) -> StableAudioGenerator:
     whose output projection is scaled by 0.3, so the sampled latents keep the initial noise's
     structure: timbre and level follow the noise (octave bands vary by 1-2 dB across seeds) and DITTO
     can move them. 4 steps and 2 s clips by default."""
-    from .voicing import voice_oobleck_decoder
-
     from diffusers import CosineDPMSolverMultistepScheduler
+
+    from .voicing import voice_oobleck_decoder
 
     pipe = tiny_stable_audio(seed, decoder_channels=8, channel_multiples=(1, 1, 1, 1, 1))
     # sigma_max 1, not 500: with the SDE sampler a sample keeps correlation 1/sqrt(1 + sigma_max^2) with its

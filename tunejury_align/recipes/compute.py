@@ -1,0 +1,84 @@
+"""What a run spent, recorded by every recipe: generator forward passes (denoiser evaluations for the
+diffusion families, decoder tokens for MusicGen), reward calls (clips scored, intermediate ones included),
+seconds in the reward (its encoders and head) and seconds in the generator (sampling and decoding).
+
+Forward passes are counted per item: one guided denoiser call on one particle is one NFE (the guided and
+unguided halves of classifier-free guidance count as one), one MusicGen decoder step of one stream is one
+token. The counts are exact and reproducible; the seconds depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class Compute:
+    """Work done, summable across units, prompts and processes."""
+
+    generator_passes: int = 0  # NFE (diffusion), decoder tokens (MusicGen) or generate calls (other callables)
+    pass_unit: str = "nfe"
+    reward_calls: int = 0  # clips the reward scored
+    encoder_seconds: float = 0.0  # wall time inside reward calls (CLAP + MERT encoders and the head)
+    generator_seconds: float = 0.0  # wall time inside the generator (sampling, decoding)
+
+    def add(self, other: Compute | dict | None) -> Compute:
+        if other is None:
+            return self
+        other = other if isinstance(other, Compute) else Compute(**other)
+        if other.generator_passes and self.generator_passes and other.pass_unit != self.pass_unit:
+            raise ValueError(f"cannot add {other.pass_unit} to {self.pass_unit}")
+        self.pass_unit = other.pass_unit if other.generator_passes else self.pass_unit
+        self.generator_passes += other.generator_passes
+        self.reward_calls += other.reward_calls
+        self.encoder_seconds += other.encoder_seconds
+        self.generator_seconds += other.generator_seconds
+        return self
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @contextmanager
+    def timing(self, kind: str):
+        """Add the block's wall time to ``generator_seconds`` (``kind="generator"``) or ``encoder_seconds``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            if kind == "generator":
+                self.generator_seconds += elapsed
+            else:
+                self.encoder_seconds += elapsed
+
+
+def total(records) -> Compute:
+    """The sum of ``Compute`` dicts (``None`` entries skipped)."""
+    result = Compute()
+    for record in records:
+        result.add(record)
+    return result
+
+
+def pass_unit(generator) -> str:
+    """``"tokens"`` (MusicGen), ``"nfe"`` (an adapter whose options have ``steps``) or ``"calls"``."""
+    if getattr(generator, "family", None) == "musicgen":
+        return "tokens"
+    fields = getattr(getattr(generator, "options_class", None), "__dataclass_fields__", {})
+    return "nfe" if "steps" in fields else "calls"
+
+
+def passes_per_clip(generator, generation: dict, duration: float | None = None) -> int:
+    """Forward passes of one candidate: sampler steps (diffusion), decoder steps (MusicGen: frames plus the
+    delay pattern's ``num_codebooks - 1``) for ``duration`` seconds (the generation's own when ``None``), 1 for
+    a plain callable."""
+    unit = pass_unit(generator)
+    if unit == "calls":
+        return 1
+    options = generator.options(**generation)
+    if unit == "nfe":
+        return int(options.steps)
+    seconds = options.duration if duration is None else duration
+    return max(1, int(round(seconds * generator.frame_rate))) + generator.num_codebooks - 1
