@@ -228,11 +228,11 @@ def progress_log(folder: Path, rank: int) -> Path:
 
 
 def log_unit(folder: Path, rank: int, prompt_index: int, candidates: list[int], seeds: list[int],
-             scores, extras: dict | None = None) -> None:
+             scores, extras: dict | None = None, **fields) -> None:
     """Append one finished unit (a prompt's candidates with their seeds, scores and extra scores, e.g.
-    the debug world's truth) to this process's log."""
+    the debug world's truth, and any other ``fields``, e.g. its compute) to this process's log."""
     record = {"prompt_index": prompt_index, "candidates": candidates, "seeds": seeds,
-              "scores": [float(s) for s in scores]}
+              "scores": [float(s) for s in scores], **fields}
     if extras:
         record["extras"] = {name: [float(v) for v in values] for name, values in extras.items()}
     append_jsonl(progress_log(folder, rank), [record])

@@ -13,10 +13,10 @@ import sys
 import warnings
 
 from .. import __version__
-from . import best_of_n, ditto, expert_iter, report, reward_tools, score
+from . import best_of_n, ditto, expert_iter, report, reward_tools, score, smc
 from .common import EXIT_SOME_FAILED, EXIT_USAGE, UsageError, printable
 
-COMMANDS = [score, best_of_n, ditto, expert_iter, reward_tools, report]
+COMMANDS = [score, best_of_n, smc, ditto, expert_iter, reward_tools, report]
 
 
 def build_parser() -> argparse.ArgumentParser:

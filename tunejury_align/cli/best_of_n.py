@@ -10,6 +10,7 @@ from ..recipes.best_of_n import BestOfNConfig
 from .common import (
     DEBUG_LABEL,
     EXIT_OK,
+    UsageError,
     add_reward_options,
     add_run_options,
     check_output_dir,
@@ -33,6 +34,8 @@ def add_parser(commands) -> None:
                     config_example="recipes/musicgen/best_of_n.yaml", override_example="generation.duration=5")
     parser.add_argument("--n", type=int, help="candidates per prompt (default 32)")
     parser.add_argument("--save-all", action="store_true", help="write every candidate's audio, not only winners")
+    parser.add_argument("--prune", action="store_true",
+                        help="MusicGen: early pruning (score prefixes at prune_at, keep prune_keep of the streams)")
     add_reward_options(parser)
     parser.set_defaults(handler=cmd_best_of_n)
 
@@ -47,7 +50,7 @@ def cmd_best_of_n(args) -> int:
     # 1. Everything that can be wrong is checked before any generation starts.
     prompts = read_prompts(args)
     config = load_config(BestOfNConfig, args.config, args.overrides, n=args.n,
-                         save_all=True if args.save_all else None)
+                         save_all=True if args.save_all else None, prune=True if args.prune else None)
     processes = distributed_state()
     out = check_output_dir(args.out, is_main=processes.is_main)
     say(f"best-of-n: {len(prompts)} prompt(s) x {config.n} candidate(s) = {len(prompts) * config.n} generations "
@@ -57,6 +60,8 @@ def cmd_best_of_n(args) -> int:
                                     processes=processes)
     # 2. Run (resuming whatever the folder already holds).
     meta = run_meta("best-of-n", config, prompts, generator, reward)
+    if config.prune:
+        return run_pruned(generator, reward, prompts, config, out, meta, processes)
     shard = len(range(processes.rank, len(prompts), processes.world_size)) * config.n
     with Progress("best-of-n", shard, "candidates", enabled=processes.is_main) as bar:
         summary = run_best_of_n(generator, reward, prompts, config, out, meta, rank=processes.rank,
@@ -81,3 +86,29 @@ def cmd_best_of_n(args) -> int:
 
 def interval_text(point: dict) -> str:
     return f"  [{point['low']:.3f}, {point['high']:.3f}]" if "low" in point else ""
+
+
+def run_pruned(generator, reward, prompts, config, out, meta, processes) -> int:
+    from ..debug import world_scorers
+    from ..recipes.best_of_n_prune import check_prunable
+    from ..recipes.best_of_n_prune_run import run_pruned_best_of_n
+
+    try:
+        check_prunable(generator)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    shard = len(range(processes.rank, len(prompts), processes.world_size))
+    with Progress("best-of-n --prune", shard, "prompts", enabled=processes.is_main) as bar:
+        summary = run_pruned_best_of_n(generator, reward, prompts, config, out, meta, rank=processes.rank,
+                                       world_size=processes.world_size, barrier=processes.barrier,
+                                       progress=bar.update, scorers=world_scorers(generator))
+    if summary is not None:
+        label = DEBUG_LABEL if summary["debug"] else ""
+        winner, compute = summary["mean_winner_score"], summary["compute"]
+        print(f"pruned best-of-{config.n} over {len(prompts)} prompt(s){label} -> {printable(out)}")
+        print(f"  mean winner reward {winner['mean']:.4f}  [{winner['low']:.3f}, {winner['high']:.3f}]")
+        if "truth" in summary["extras"]:
+            print(f"  truth of the winner {summary['extras']['truth']['mean']:.4f} (the debug world's truth)")
+        print(f"  compute: {compute['generator_passes']} {compute['pass_unit']} = {summary['compute_ratio']:.2f} x the "
+              f"unpruned run's {summary['unpruned_passes']}, {compute['reward_calls']} reward calls")
+    return EXIT_OK

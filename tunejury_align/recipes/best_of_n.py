@@ -26,6 +26,7 @@ import torch
 
 from ..generators import as_generator
 from ..generators.base import Generator
+from .compute import Compute, pass_unit, passes_per_clip
 
 REWARD_PROMPT_MODES = ("prompt", "generation", "empty")
 
@@ -49,10 +50,23 @@ class BestOfNConfig:
     bootstrap_seed: int = field(default=0, metadata={"help": "seed of the bootstrap resampling"})
     generation: dict = field(default_factory=dict, metadata={
         "help": "generator options (e.g. duration, top_k, temperature, guidance_scale, steps)"})
+    prune: bool = field(default=False, metadata={
+        "help": "MusicGen: early pruning (speculative rejection): score prefixes, stop the weakest streams"})
+    prune_at: list = field(default_factory=lambda: [0.25], metadata={
+        "help": "prune points, as fractions of the clip (increasing, in (0, 1))"})
+    prune_keep: float = field(default=0.25, metadata={
+        "help": "fraction of the running streams kept at each prune point (at least one)"})
+    prune_margin: float | None = field(default=None, metadata={
+        "help": "also keep every stream whose prefix score is within this margin of the best (null: off)"})
 
     def __post_init__(self):
         if self.n < 1 or self.candidates_per_batch < 1:
             raise ValueError("n and candidates_per_batch must be >= 1")
+        points = list(self.prune_at)
+        if not points or any(not 0 < f < 1 for f in points) or points != sorted(set(points)):
+            raise ValueError(f"prune_at must be increasing fractions in (0, 1), got {self.prune_at}")
+        if not 0 < self.prune_keep <= 1 or (self.prune_margin is not None and self.prune_margin < 0):
+            raise ValueError("prune_keep must be in (0, 1] and prune_margin >= 0 or null")
         if self.reward_prompt not in REWARD_PROMPT_MODES:
             raise ValueError(f"reward_prompt must be one of {REWARD_PROMPT_MODES}, got {self.reward_prompt!r}")
         if self.bootstrap < 0:
@@ -66,6 +80,7 @@ class Unit:
     prompt_index: int
     candidates: list[int]
     seeds: list[int]
+    compute: Compute | None = None  # what generating and scoring it took (set when it has run)
 
 
 @dataclass
@@ -80,6 +95,7 @@ class BestOfNResult:
     sample_rate: int | None = None
     extra_scores: dict[str, np.ndarray] = field(default_factory=dict)  # scorer name -> (P, n)
     extra_curves: dict[str, list[dict]] = field(default_factory=dict)  # scorer -> its value at the reward's pick
+    compute: Compute = field(default_factory=Compute)  # the work done in this call (not a resumed run's earlier)
 
     @property
     def winner_scores(self) -> list[float]:
@@ -102,11 +118,15 @@ def reward_texts(prompt: str, config: BestOfNConfig) -> str:
 
 def run_unit(generator: Generator, reward: Callable, prompt: str, unit: Unit, config: BestOfNConfig,
              scorers: dict[str, Callable] | None = None):
-    """Generate and score one unit -> (audio (k, C, T), scores (k,), {scorer: (k,)}). Scorers see the
-    user's prompt (without the generation prefix)."""
-    audio = generator.generate([config.prompt_prefix + prompt] * len(unit.seeds), unit.seeds, **config.generation)
-    with torch.no_grad():
+    """Generate and score one unit -> (audio (k, C, T), scores (k,), {scorer: (k,)}), its compute recorded in
+    ``unit.compute``. Scorers see the user's prompt (without the generation prefix)."""
+    unit.compute = Compute(pass_unit=pass_unit(generator), reward_calls=len(unit.seeds),
+                           generator_passes=passes_per_clip(generator, config.generation) * len(unit.seeds))
+    with unit.compute.timing("generator"):
+        audio = generator.generate([config.prompt_prefix + prompt] * len(unit.seeds), unit.seeds, **config.generation)
+    with torch.no_grad(), unit.compute.timing("encoder"):
         scores = reward(audio, generator.sample_rate, [reward_texts(prompt, config)] * len(unit.seeds))
+    with torch.no_grad():
         extras = {name: fn(audio, generator.sample_rate, [prompt] * len(unit.seeds)).detach().float().cpu()
                   for name, fn in (scorers or {}).items()}
     return audio, scores.detach().float().cpu(), extras
@@ -145,9 +165,12 @@ def best_of_n(
     prompts = list(prompts)
     if not prompts:
         raise ValueError("no prompts")
+    if config.prune:
+        raise ValueError("prune=True is early-pruned best-of-N: call tunejury_align.recipes.best_of_n_prune."
+                         "pruned_best_of_n (or `align best-of-n --prune`)")
     scores = np.full((len(prompts), config.n), np.nan)
     extras = {name: np.full((len(prompts), config.n), np.nan) for name in scorers or {}}
-    completed, completed_extras = completed or {}, completed_extras or {}
+    completed, completed_extras, spent = completed or {}, completed_extras or {}, Compute()
     best_audio: dict[int, tuple[float, int, torch.Tensor]] = {}  # prompt -> (score, candidate, audio)
     for unit in plan_units(len(prompts), config, prompt_indices):
         known = [completed.get((unit.prompt_index, c)) for c in unit.candidates]
@@ -159,6 +182,7 @@ def best_of_n(
         else:
             audio, unit_scores, unit_extras = run_unit(generator, reward, prompts[unit.prompt_index], unit, config,
                                                        scorers)
+            spent.add(unit.compute)
             scores[unit.prompt_index, unit.candidates] = unit_scores.numpy()
             for name, values in unit_extras.items():
                 extras[name][unit.prompt_index, unit.candidates] = values.numpy()
@@ -171,7 +195,7 @@ def best_of_n(
         if progress is not None:
             progress(len(unit.candidates))
     result = summarize(scores, config, extras)
-    result.sample_rate = int(generator.sample_rate)
+    result.sample_rate, result.compute = int(generator.sample_rate), spent
     result.winner_audio = [best_audio[p][2] if p in best_audio and best_audio[p][1] == w else None
                            for p, w in enumerate(result.winners)]
     return result

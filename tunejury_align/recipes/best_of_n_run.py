@@ -37,6 +37,7 @@ from ..rundir import (
     score_matrix,
 )
 from .best_of_n import BestOfNConfig, Unit, best_of_n, summarize
+from .compute import logged_compute, record_run_compute
 
 
 def winner_path(prompt_index: int) -> str:
@@ -82,7 +83,8 @@ def run_best_of_n(
         if float(scores[top]) > best.get(unit.prompt_index, -np.inf):  # earliest candidate wins ties
             best[unit.prompt_index] = float(scores[top])
             atomic_write_audio(out / winner_path(unit.prompt_index), audio[top], sample_rate)
-        log_unit(out, rank, unit.prompt_index, unit.candidates, unit.seeds, scores, extras)
+        log_unit(out, rank, unit.prompt_index, unit.candidates, unit.seeds, scores, extras,
+                 compute=unit.compute.as_dict())
 
     best_of_n(generator, reward, prompts, config=config, completed=completed, on_unit=on_unit,
               prompt_indices=range(rank, len(prompts), world_size), progress=progress, scorers=scorers,
@@ -118,5 +120,7 @@ def write_results(out: Path, prompts: list[str], config: BestOfNConfig, meta: di
                "mean_winner_score": float(np.nanmax(scores, axis=1).mean()) if lines else None}
     if result.extra_curves:
         summary["extra_curves"] = result.extra_curves  # each scorer's value at the reward's pick
+    summary["compute"] = logged_compute(out).as_dict()
     atomic_write_json(out / "curve.json", summary)
+    record_run_compute(out, logged_compute(out))
     return summary

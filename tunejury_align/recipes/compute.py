@@ -82,3 +82,25 @@ def passes_per_clip(generator, generation: dict, duration: float | None = None) 
         return int(options.steps)
     seconds = options.duration if duration is None else duration
     return max(1, int(round(seconds * generator.frame_rate))) + generator.num_codebooks - 1
+
+
+def logged_compute(folder) -> Compute:
+    """The sum of the ``compute`` fields of every process's progress log in a run folder (the work of units a
+    kill interrupted is not in it: it is redone, and counted, on resume)."""
+    from pathlib import Path
+
+    from ..rundir import read_jsonl
+
+    return total(record.get("compute") for log in sorted((Path(folder) / ".progress").glob("rank*.jsonl"))
+                 for record in read_jsonl(log))
+
+
+def record_run_compute(folder, compute: Compute) -> None:
+    """Add the run's compute to its ``run.json`` (the run metadata; not a setting, so a resume may change it)."""
+    import json
+    from pathlib import Path
+
+    from ..rundir import atomic_write_json
+
+    path = Path(folder) / "run.json"
+    atomic_write_json(path, {**json.loads(path.read_text()), "compute": compute.as_dict()})

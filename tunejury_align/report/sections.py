@@ -9,6 +9,7 @@ import numpy as np
 
 from ..rundir import read_jsonl
 from .html import audio_player, esc
+from .steering import smc_section
 from .svg import Series, line_chart
 
 
@@ -176,4 +177,5 @@ SECTIONS = {
     "best-of-n": best_of_n_section,
     "ditto": ditto_section,
     "expert-iter": expert_iter_section,
+    "smc": smc_section,
 }

@@ -1,0 +1,105 @@
+"""``align compare RUN_DIR...``: mean reward (and the debug world's truth) against compute for several runs on
+the same prompts, as one self-contained HTML page and a JSON file.
+
+Per run and prompt the value is the run's pick: best-of-N's (or pruned best-of-N's) winner, particle
+steering's chosen sample, DITTO's optimised audio. Means over prompts carry percentile bootstrap 95 %
+intervals; compute is the run's record (``run.json``'s ``compute``: generator forward passes, reward calls,
+seconds).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..recipes.smc_run import mean_interval
+from ..rundir import atomic_write_json, atomic_write_text, is_debug
+from .html import STYLE, ReportError, esc
+from .svg import Series, line_chart
+
+
+def picks(run_dir: Path, run: dict) -> dict[str, list[float]]:
+    """``{"reward": [per prompt], "truth": [...]}`` of a finished run's picks."""
+    path = run_dir / "results.jsonl"
+    if not path.is_file():
+        raise ReportError(f"{run_dir}: not finished (no results.jsonl); finish the run first")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    values: dict[str, list[float]] = {"reward": []}
+    command = run.get("command")
+    if command == "best-of-n":
+        for row in rows:
+            if row["winner"]:
+                values["reward"].append(row["score"])
+                if row.get("truth") is not None:
+                    values.setdefault("truth", []).append(row["truth"])
+    elif command == "smc":
+        for row in rows:
+            values["reward"].append(row["chosen_reward"])
+            if "truth" in row:
+                values.setdefault("truth", []).append(row["truth"][row["chosen"]])
+    else:
+        raise ReportError(f"{run_dir}: `align compare` reads best-of-n (pruned or not) and smc runs, not {command!r}")
+    return values
+
+
+def label_of(run: dict, run_dir: Path) -> str:
+    config = run.get("config", {})
+    if run.get("command") == "smc":
+        return f"smc K={config.get('particles')} ({run_dir.name})"
+    kind = "pruned best-of-N" if config.get("prune") else "best-of-N"
+    return f"{kind} N={config.get('n')} ({run_dir.name})"
+
+
+def compare(run_dirs: list[str | Path], out: str | Path) -> dict:
+    """Write ``out.html`` and ``out.json`` (``out`` without suffix, or a folder: ``compare.html`` in it) and return
+    the JSON content. The runs must share their prompts."""
+    runs = []
+    for run_dir in map(Path, run_dirs):
+        meta_path = run_dir / "run.json"
+        if not meta_path.is_file():
+            raise ReportError(f"{run_dir} is not a run folder (no run.json)")
+        run = json.loads(meta_path.read_text())
+        runs.append((run_dir, run))
+    prompts = runs[0][1]["prompts"]
+    for run_dir, run in runs[1:]:
+        if run["prompts"] != prompts:
+            raise ReportError(f"{run_dir} ran other prompts than {runs[0][0]}: compare runs on the same prompts")
+    entries = []
+    for run_dir, run in runs:
+        values = picks(run_dir, run)
+        entries.append({"run": str(run_dir), "label": label_of(run, run_dir), "command": run["command"],
+                        "debug": is_debug(run), "compute": run.get("compute"),
+                        **{name: mean_interval(v) for name, v in values.items()}})
+    result = {"prompts": len(prompts), "runs": entries}
+    out = Path(out)
+    base = out / "compare" if out.is_dir() else out.with_suffix("")
+    atomic_write_json(base.with_suffix(".json"), result)
+    atomic_write_text(base.with_suffix(".html"), page(result))
+    return result
+
+
+def cell(m: dict | None) -> str:
+    return f"{m['mean']:.4f} [{m['low']:.4f}, {m['high']:.4f}]" if m else "–"
+
+
+def page(result: dict) -> str:
+    charts = []
+    for name in ("reward", "truth"):
+        series = [Series(e["label"], [e["compute"]["generator_passes"]], [e[name]["mean"]], [e[name]["low"]],
+                         [e[name]["high"]]) for e in result["runs"] if name in e and e.get("compute")]
+        if series:
+            charts.append(line_chart(series, f"mean {name} of the pick vs generator forward passes (95 % interval)",
+                                     "generator forward passes (NFE or tokens)", name))
+    rows = ["<tr><th>run</th><th>reward (95 %)</th><th>truth (95 %)</th><th>forward passes</th><th>reward calls</th>"
+            "<th>generator s</th><th>reward s</th></tr>"]
+    for e in result["runs"]:
+        c = e.get("compute") or {}
+        rows.append(f"<tr><td>{esc(e['label'])}</td><td>{cell(e.get('reward'))}</td><td>{cell(e.get('truth'))}</td>"
+                    f"<td>{c.get('generator_passes', '–')} {esc(c.get('pass_unit', ''))}</td>"
+                    f"<td>{c.get('reward_calls', '–')}</td><td>{c.get('generator_seconds', 0):.1f}</td>"
+                    f"<td>{c.get('encoder_seconds', 0):.1f}</td></tr>")
+    debug = ('<p class="debug">Debug world: the reward is a learned proxy of a known truth '
+             "(<code>tunejury_align.debug.truth</code>).</p>") if any(e["debug"] for e in result["runs"]) else ""
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>align compare</title>'
+            f"<style>{STYLE}</style></head><body><h1>Reward against compute, {result['prompts']} prompts</h1>{debug}"
+            f'<div class="charts">{"".join(charts)}</div><table>{"".join(rows)}</table></body></html>\n')
