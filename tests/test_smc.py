@@ -100,3 +100,17 @@ def test_bad_settings_are_refused():
         SMCConfig(ess_threshold=2.0)
     with pytest.raises(TypeError, match="diffusion generator"):
         smc(load_generator("debug-musicgen"), loudness, PROMPT)
+
+
+def test_every_shipped_smc_and_pruned_yaml_parses():
+    from pathlib import Path
+
+    from tunejury_align.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    files = sorted((root / "recipes").rglob("smc.yaml"))
+    assert {p.parent.name for p in files} == {"stable-audio", "audioldm2", "debug"}
+    for path in files:
+        assert load_config(SMCConfig, path).particles >= 1 and "align smc --config" in path.read_text()
+    pruned = root / "recipes/musicgen/best_of_n_pruned.yaml"
+    assert load_config(BestOfNConfig, pruned).prune and "align best-of-n --prune" in pruned.read_text()

@@ -88,7 +88,7 @@ def test_changed_settings_are_refused_and_musicgen_is_not_a_diffusion_model(refe
     copy = tmp_path / "copy"
     shutil.copytree(reference_run, copy)
     assert main([*RUN_ARGS, "potential=sum", "--out", str(copy)]) == 2
-    assert "config.potential: max -> sum" in capsys.readouterr().err
+    assert "config.potential: 'max' -> 'sum'" in capsys.readouterr().err
     assert main(["smc", "--generator", "debug-musicgen", "--reward", "debug", "--prompt", "x",
                  "--out", str(tmp_path / "mg")]) == 2
     assert "diffusion generator" in capsys.readouterr().err
