@@ -23,7 +23,6 @@ import time
 import warnings
 
 import numpy as np
-import torch
 
 from tunejury_align import BestOfNConfig, best_of_n
 from tunejury_align.debug import truth

@@ -56,3 +56,34 @@ def test_survivors_are_byte_identical_to_the_unpruned_candidates():
     tokens = lambda seconds: round(seconds * 50) + 3  # noqa: E731
     assert pruned.compute.generator_passes == 8 * tokens(0.15) + 4 * tokens(0.3) + 2 * tokens(0.6)
     assert pruned.full_passes == 8 * tokens(0.6) and pruned.compute.reward_calls == 8 + 4 + 2
+
+
+def test_cli_pruned_run_and_compare_against_the_full_run(tmp_path, capsys):
+    import json
+
+    from tunejury_align.cli import main
+
+    common = ["--generator", "debug", "--reward", "debug", "--n", "8", "--prompt", "lofi hip hop beat", "jazz trio",
+              "generation.duration=0.6", "candidates_per_batch=8"]
+    assert main(["best-of-n", *common, "--out", str(tmp_path / "full")]) == 0
+    assert main(["best-of-n", "--prune", *common, "prune_at=[0.5]", "prune_keep=0.25",
+                 "--out", str(tmp_path / "pruned")]) == 0
+    assert "x the unpruned run's" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "pruned" / "summary.json").read_text())
+    tokens = lambda seconds: round(seconds * 50) + 3  # noqa: E731
+    assert summary["compute"]["generator_passes"] == 2 * (8 * tokens(0.3) + 2 * tokens(0.6))
+    assert summary["compute_ratio"] == pytest.approx(summary["compute"]["generator_passes"] / (2 * 8 * tokens(0.6)))
+    full_rows = [json.loads(line) for line in (tmp_path / "full" / "results.jsonl").read_text().splitlines()]
+    pruned_rows = [json.loads(line) for line in (tmp_path / "pruned" / "results.jsonl").read_text().splitlines()]
+    for full, pruned in zip(full_rows, pruned_rows):
+        assert (full["prompt_index"], full["candidate"]) == (pruned["prompt_index"], pruned["candidate"])
+        if pruned["score"] is not None:  # a survivor: the unpruned candidate's score (same audio)
+            assert pruned["score"] == pytest.approx(full["score"], abs=1e-6) and pruned["pruned_at_seconds"] is None
+        else:
+            assert pruned["pruned_at_seconds"] == pytest.approx(0.3)
+    assert main(["compare", str(tmp_path / "full"), str(tmp_path / "pruned"), "--out", str(tmp_path / "cmp.html")]) == 0
+    result = json.loads((tmp_path / "cmp.json").read_text())
+    full, pruned = result["runs"]
+    assert pruned["compute"]["generator_passes"] < full["compute"]["generator_passes"]
+    assert pruned["reward"]["mean"] <= full["reward"]["mean"] + 1e-6  # the pruned winner is one of the candidates
+    assert {"mean", "low", "high"} <= set(full["truth"]) and "<svg" in (tmp_path / "cmp.html").read_text()
