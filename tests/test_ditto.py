@@ -150,6 +150,12 @@ def test_reward_rises_and_iterate_zero_is_the_adapter_and_frozen_reward(generato
         frozen_best = frozen_reward(result.optimised_audio[None], generator.sample_rate, [PROMPT])
     assert result.baseline_reward == pytest.approx(float(frozen), abs=1e-5)
     assert result.optimised_reward == pytest.approx(float(frozen_best), abs=1e-5)
+    # compute: 4 iterates forward, and with checkpointing the 3 stepped ones evaluate every step again in backward
+    steps = config.sampler_steps
+    recomputes = 3 * steps if config.checkpoint_steps else 0
+    assert result.compute.generator_passes == 4 * steps + recomputes and result.compute.pass_unit == "nfe"
+    assert result.compute.reward_calls == 4 + (3 if config.checkpoint_reward else 0)
+    assert 0 < result.compute.encoder_seconds and 0 < result.compute.generator_seconds < sum(r.seconds for r in seen)
 
 
 def test_the_same_seed_gives_the_same_result(generators, frozen_reward):

@@ -230,6 +230,11 @@ def test_stable_audio_run_with_a_plain_reward(tiny_stable_audio_generator, tmp_p
     assert [r["round"] for r in rows] == [0, 1] and rows[1]["kept"] == 2 and rows[1]["heldout"] is False
     assert rows[0]["frechet_embedding"] == pytest.approx(0.0, abs=1e-9) and rows[1]["diversity"] is not None
     assert (tmp_path / "run" / "round_1" / "checkpoint" / "model_index.json").is_file()
+    # the sampling compute: round 0's eval, round 1's generate and eval phases, 2 prompts x 2 samples each
+    compute = json.loads((tmp_path / "run" / "run.json").read_text())["compute"]
+    steps = generator.options(**config.generation).steps
+    assert compute["generator_passes"] == 3 * 4 * steps and compute["reward_calls"] == 12
+    assert compute["pass_unit"] == "nfe" and compute["generator_seconds"] > 0
 
 
 # -- configs ----------------------------------------------------------------------------------------

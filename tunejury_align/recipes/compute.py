@@ -84,15 +84,16 @@ def passes_per_clip(generator, generation: dict, duration: float | None = None) 
     return max(1, int(round(seconds * generator.frame_rate))) + generator.num_codebooks - 1
 
 
-def logged_compute(folder) -> Compute:
-    """The sum of the ``compute`` fields of every process's progress log in a run folder (the work of units a
-    kill interrupted is not in it: it is redone, and counted, on resume)."""
+def logged_compute(folder, recursive: bool = False) -> Compute:
+    """The sum of the ``compute`` fields of every process's progress log in a run folder (with ``recursive``, in
+    its sub-folders too: expert iteration's phases). A unit a kill interrupted is not in it; it is redone, and
+    counted, on resume."""
     from pathlib import Path
 
     from ..rundir import read_jsonl
 
-    return total(record.get("compute") for log in sorted((Path(folder) / ".progress").glob("rank*.jsonl"))
-                 for record in read_jsonl(log))
+    logs = Path(folder).glob(("**/" if recursive else "") + ".progress/rank*.jsonl")
+    return total(record.get("compute") for log in sorted(logs) for record in read_jsonl(log))
 
 
 def record_run_compute(folder, compute: Compute) -> None:

@@ -29,6 +29,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from ..generators import as_diffusion_generator
+from .compute import Compute
 from .measure import PeakMemory, is_out_of_memory
 
 logger = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class DittoResult:
     initial_noise: torch.Tensor  # (1, *latent shape), CPU
     optimised_noise: torch.Tensor  # the best iterate's noise, CPU
     memory_kind: str
+    compute: Compute = field(default_factory=Compute)  # NFE (forward and checkpoint recomputes), reward calls
 
     @property
     def gain(self) -> float:
@@ -181,22 +183,33 @@ class DittoObjective:
         self.reward_text = {"prompt": prompt, "generation": self.generation_prompt, "empty": ""}[config.reward_prompt]
         takes_seeds = "noise_seeds" in inspect.signature(self.generator.sample).parameters
         self.sample_kwargs = {"noise_seeds": [config.seed]} if takes_seeds else {}
+        self.compute = Compute(pass_unit="nfe")  # reward calls and seconds are counted in score (also recomputes)
 
     def initial_noise(self) -> torch.Tensor:
         """``(1, *latent)`` float32 standard-normal noise from ``config.seed`` (what ``generate`` draws)."""
         return self.generator.initial_noise([self.config.seed], self.options.duration).float()
 
     def score(self, audio: torch.Tensor) -> torch.Tensor:
-        scores = self.reward(audio, self.generator.sample_rate, [self.reward_text])
+        with self.compute.timing("encoder"):
+            scores = self.reward(audio, self.generator.sample_rate, [self.reward_text])
+        self.compute.reward_calls += 1
         if not isinstance(scores, torch.Tensor) or scores.numel() != 1:
             raise ValueError(f"the reward returned {getattr(scores, 'shape', type(scores))} for one clip; expected (1,)")
         return scores.reshape(()).float()
+
+    def finish_compute(self, seconds: float) -> Compute:
+        """The compute of the whole optimisation: ``generator_seconds`` is the iterations' time outside the reward's
+        forward calls (the sampler and the backward pass through sampler and reward)."""
+        self.compute.generator_seconds = max(0.0, seconds - self.compute.encoder_seconds)
+        return self.compute
 
     def __call__(self, noise: torch.Tensor) -> ObjectiveOutput:
         grad = torch.is_grad_enabled()
         audio = self.generator.sample([self.generation_prompt], noise, options=self.options,
                                       checkpoint_steps=self.config.checkpoint_steps and grad, **self.sample_kwargs)
         audio = audio.float().clamp(-1.0, 1.0)  # as generate() returns it, so iterate 0 equals generate()
+        checkpointed = self.config.checkpoint_steps and grad  # each step is evaluated again in backward
+        self.compute.generator_passes += self.options.steps * (2 if checkpointed else 1)
         if self.config.checkpoint_reward and grad:
             reward = checkpoint(self.score, audio, use_reentrant=False)
         else:
@@ -312,4 +325,5 @@ def ditto(
                        baseline_audio=baseline_audio, optimised_audio=best_audio,
                        baseline_reward=history[0].reward, optimised_reward=best.reward,
                        best_iteration=best.iteration, history=history, initial_noise=initial_noise.cpu(),
-                       optimised_noise=best_noise, memory_kind=meter.kind)
+                       optimised_noise=best_noise, memory_kind=meter.kind,
+                       compute=objective.finish_compute(sum(r.seconds for r in history)))

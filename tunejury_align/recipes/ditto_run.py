@@ -39,6 +39,7 @@ from ..rundir import (
     run_meta,
     save_tensor,
 )
+from .compute import record_run_compute, total
 from .ditto import MEMORY_SETTINGS, DittoConfig, DittoResult, IterationRecord, ditto
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def save_prompt(out: Path, prompt_index: int, result: DittoResult, config: Ditto
         "peak_memory": max(r.peak_memory for r in result.history), "memory_kind": result.memory_kind,
         **{key: getattr(config, key) for key in MEMORY_SETTINGS},
         "baseline": audio_path("baseline", prompt_index), "optimised": audio_path("optimised", prompt_index),
-        "noise": noise_path(prompt_index),
+        "noise": noise_path(prompt_index), "compute": result.compute.as_dict(),
     }
     for name, value in result.baseline_extras.items():  # e.g. the debug world's truth, before and after
         summary[f"baseline_{name}"], summary[f"optimised_{name}"] = value, result.optimised_extras[name]
@@ -162,7 +163,10 @@ def write_summary(out: Path, prompts: list[str], meta: dict) -> dict:
         summary[f"mean_baseline_{name}"] = sum(v[0] for v in values) / len(values)
         summary[f"mean_optimised_{name}"] = sum(v[1] for v in values) / len(values)
         summary[f"mean_{name}_gain"] = summary[f"mean_optimised_{name}"] - summary[f"mean_baseline_{name}"]
+    summary["compute"] = total(r.get("compute") for r in rows).as_dict()
     atomic_write_json(out / "summary.json", summary)
+    if count == len(prompts):
+        record_run_compute(out, total(r.get("compute") for r in rows))
     return summary
 
 

@@ -65,6 +65,7 @@ from ..rundir import (
     score_matrix,
 )
 from .best_of_n import BestOfNConfig, best_of_n
+from .compute import logged_compute, record_run_compute
 from .expert_iter import ExpertIterConfig, select_kept, split_prompts
 from .finetune import fine_tune, train_data
 
@@ -133,7 +134,8 @@ def generate_phase(folder: Path, generator, reward, prompts: list[str], config: 
             if save_audio or c == 0:  # sample 0 of each prompt always: the report compares rounds with it
                 atomic_write_audio(folder / "audio" / f"{item_name(unit.prompt_index, c)}.wav", clip,
                                    generator.sample_rate)
-        log_unit(folder, rank, unit.prompt_index, unit.candidates, unit.seeds, scores, extras)
+        log_unit(folder, rank, unit.prompt_index, unit.candidates, unit.seeds, scores, extras,
+                 compute=unit.compute.as_dict())
 
     shard = range(rank, len(prompts), world_size)
     total = len(shard) * config.n
@@ -358,6 +360,8 @@ def run_expert_iteration(
         rounds.evaluate(r)
         if is_main:
             write_metrics(out, config.rounds)
+    if is_main:  # the sampling compute of every round's generate and eval phases (training steps: their logs)
+        record_run_compute(out, logged_compute(out, recursive=True))
     return write_metrics(out, config.rounds) if is_main else None
 
 
