@@ -86,17 +86,18 @@ def main() -> None:
     parser.add_argument("--ess", type=float, default=0.5)
     parser.add_argument("--prune-at", type=float, default=0.25)
     parser.add_argument("--prune-keep", type=float, default=0.25)
+    parser.add_argument("--skip-smc", action="store_true", help="only the pruning comparison (prints no smc ratios)")
     args = parser.parse_args()
     prompts = list(HELDOUT_PROMPTS[:args.prompts])
     reward = debug_reward()
-    steering = smc_vs_bon(reward, prompts, args)
+    steering = {} if args.skip_smc else smc_vs_bon(reward, prompts, args)
     for key, value in steering.items():
         print(key, value, flush=True)
     prune = prune_vs_full(reward, prompts, args)
     for key, value in prune.items():
         print(key, value, flush=True)
-    ratio = {name: steering[f"smc_{name}_gain"]["mean"] / steering[f"bon_{name}_gain"]["mean"]
-             for name in ("truth", "reward")}
+    ratio = {name: steering[f"smc_{name}_gain"]["mean"] / steering[f"bon_{name}_gain"]["mean"] if steering
+             else float("nan") for name in ("truth", "reward")}
     print(f"RESULT smc_vs_bon_truth={ratio['truth']:.3f} smc_vs_bon_reward={ratio['reward']:.3f} "
           f"prune_compute_ratio={prune['compute_ratio']:.3f} prune_winner_kept={prune['winner_kept']:.3f}")
 

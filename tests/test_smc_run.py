@@ -49,6 +49,15 @@ def test_the_run_folder_holds_particles_ancestry_and_compute(reference_run):
     assert "reward vs step" in (reference_run / "report.html").read_text()
 
 
+def test_compare_reads_an_smc_run(reference_run, tmp_path):
+    assert main(["compare", str(reference_run), "--out", str(tmp_path / "cmp.html")]) == 0
+    (entry,) = json.loads((tmp_path / "cmp.json").read_text())["runs"]
+    records = [json.loads(line) for line in (reference_run / "results.jsonl").read_text().splitlines()]
+    assert entry["reward"]["mean"] == pytest.approx(sum(r["chosen_reward"] for r in records) / 4)
+    assert entry["truth"]["mean"] == pytest.approx(sum(r["truth"][r["chosen"]] for r in records) / 4)
+    assert entry["compute"]["generator_passes"] == 48 and entry["label"].startswith("smc K=3")
+
+
 def test_resume_after_sigkill_gives_identical_results(reference_run, tmp_path):
     out = tmp_path / "killed"
     process = subprocess.Popen(cli_subprocess(out), env=ONE_THREAD, stdout=subprocess.DEVNULL,

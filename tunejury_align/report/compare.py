@@ -85,10 +85,12 @@ def cell(m: dict | None) -> str:
 def page(result: dict) -> str:
     charts = []
     for name in ("reward", "truth"):
-        series = [Series(e["label"], [e["compute"]["generator_passes"]], [e[name]["mean"]], [e[name]["low"]],
-                         [e[name]["high"]]) for e in result["runs"] if name in e and e.get("compute")]
+        # each run: a vertical bar from the interval's low to its high end, through the mean
+        series = [Series(e["label"], [e["compute"]["generator_passes"]] * 3,
+                         [e[name]["low"], e[name]["mean"], e[name]["high"]]) for e in result["runs"]
+                  if name in e and e.get("compute")]
         if series:
-            charts.append(line_chart(series, f"mean {name} of the pick vs generator forward passes (95 % interval)",
+            charts.append(line_chart(series, f"mean {name} of the pick vs generator forward passes (bars: 95 %)",
                                      "generator forward passes (NFE or tokens)", name))
     rows = ["<tr><th>run</th><th>reward (95 %)</th><th>truth (95 %)</th><th>forward passes</th><th>reward calls</th>"
             "<th>generator s</th><th>reward s</th></tr>"]
