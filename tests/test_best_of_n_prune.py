@@ -69,6 +69,7 @@ def test_cli_pruned_run_and_compare_against_the_full_run(tmp_path, capsys):
     assert main(["best-of-n", "--prune", *common, "prune_at=[0.5]", "prune_keep=0.25",
                  "--out", str(tmp_path / "pruned")]) == 0
     assert "x the unpruned run's" in capsys.readouterr().out
+    assert "Early-pruned best-of-N" in (tmp_path / "pruned" / "report.html").read_text()
     summary = json.loads((tmp_path / "pruned" / "summary.json").read_text())
     tokens = lambda seconds: round(seconds * 50) + 3  # noqa: E731
     assert summary["compute"]["generator_passes"] == 2 * (8 * tokens(0.3) + 2 * tokens(0.6))

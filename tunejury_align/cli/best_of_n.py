@@ -92,6 +92,7 @@ def run_pruned(generator, reward, prompts, config, out, meta, processes) -> int:
     from ..debug import world_scorers
     from ..recipes.best_of_n_prune import check_prunable
     from ..recipes.best_of_n_prune_run import run_pruned_best_of_n
+    from ..report import build_report
 
     try:
         check_prunable(generator)
@@ -111,4 +112,5 @@ def run_pruned(generator, reward, prompts, config, out, meta, processes) -> int:
             print(f"  truth of the winner {summary['extras']['truth']['mean']:.4f} (the debug world's truth)")
         print(f"  compute: {compute['generator_passes']} {compute['pass_unit']} = {summary['compute_ratio']:.2f} x the "
               f"unpruned run's {summary['unpruned_passes']}, {compute['reward_calls']} reward calls")
+        print(f"report: {printable(build_report(out))}")
     return EXIT_OK

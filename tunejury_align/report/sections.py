@@ -9,7 +9,7 @@ import numpy as np
 
 from ..rundir import read_jsonl
 from .html import audio_player, esc
-from .steering import smc_section
+from .steering import pruned_section, smc_section
 from .svg import Series, line_chart
 
 
@@ -19,6 +19,8 @@ def best_of_n_section(run_dir: Path, run: dict) -> str:
     from ..rundir import load_unit_extras, load_unit_scores, score_matrix
 
     config = BestOfNConfig(**run["config"])
+    if config.prune:
+        return pruned_section(run_dir, run)
     prompts = run["prompts"]
     scores = score_matrix(load_unit_scores(run_dir, len(prompts), config.n), len(prompts), config.n)
     extras = {name: score_matrix(values, len(prompts), config.n) for name, values in load_unit_extras(run_dir).items()}

@@ -48,3 +48,37 @@ def particle_chart(record: dict) -> str:
     resampled = [r["step"] for r in trace if "ancestors" in r and r["ancestors"] != list(range(len(finals)))]
     note = f"<br>resampled after steps {resampled}" if resampled else "<br>no particle replaced"
     return line_chart(series, "reward vs step", "sampler step", "reward", width=420, height=220) + note
+
+
+def pruned_section(run_dir: Path, run: dict) -> str:
+    """Pruned best-of-N (``align best-of-n --prune``): per prompt, each stage's prefix scores and the survivors'
+    final scores, the winner, and the compute against the unpruned run's."""
+    from ..recipes.best_of_n_run import winner_path
+
+    prompts, config = run["prompts"], run["config"]
+    records = {r["prompt_index"]: r for log in sorted((run_dir / ".progress").glob("rank*.jsonl"))
+               for r in read_jsonl(log)}
+    status = "finished" if (run_dir / "results.jsonl").is_file() else "in progress"
+    parts = [f"<p>{len(records)} of {len(prompts)} prompts done ({status}); N = {config['n']}, prune points "
+             f"{config['prune_at']} of the clip, keeping {config['prune_keep']:g} of the streams each time.</p>"]
+    passes, full = sum(r["compute"]["generator_passes"] for r in records.values()), sum(
+        r["full_passes"] for r in records.values())
+    if full:
+        parts.append(f"<p>Decoder tokens: {passes} = {passes / full:.2f} x the unpruned run's {full}.</p>")
+    rows = ["<tr><th>#</th><th>prompt</th><th>prefix scores per stage (kept in bold)</th><th>winner</th></tr>"]
+    for p, prompt in enumerate(prompts):
+        record = records.get(p)
+        if record is None:
+            rows.append(f'<tr><td>{p}</td><td>{esc(prompt)}</td><td class="missing">not run yet</td><td></td></tr>')
+            continue
+        stages = []
+        for stage, after in zip(record["stages"], record["stages"][1:] + [{"candidates": record["candidates"]}]):
+            cells = [f"<b>{c}: {s:.3f}</b>" if c in after["candidates"] else f"{c}: {s:.3f}"
+                     for c, s in zip(stage["candidates"], stage["scores"])]
+            stages.append(f"{stage['seconds']:.2f} s: " + ", ".join(cells))
+        final = dict(zip(record["candidates"], record["scores"]))
+        rows.append(f"<tr><td>{p}</td><td>{esc(prompt)}</td><td>{'<br>'.join(stages)}</td><td>candidate "
+                    f"{record['winner']}: <span class=\"score\">{final[record['winner']]:.4f}</span>"
+                    f"{audio_player(run_dir, winner_path(p))}</td></tr>")
+    parts.append("<h2>Prompts</h2><table>" + "".join(rows) + "</table>")
+    return "<h2>Early-pruned best-of-N</h2>" + "".join(parts)
