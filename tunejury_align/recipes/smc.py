@@ -3,12 +3,14 @@
 
 K particles per prompt run the adapter's own sampler together (particle k starts from best-of-N candidate k's
 noise, seed ``base_seed + k``, and keeps that seed's sampler noise). Every ``resample_every`` steps each
-particle's x0 prediction (the sampler's own clean-sample estimate) is decoded and scored; the particles' log
-weights grow by the log FK potential (``difference``, ``max`` or ``sum`` of the line's rewards, times lambda =
-``temperature``); when the effective sample size falls below ``ess_threshold * K`` (always, at threshold 1) the
-particles are resampled systematically and the weights reset. At the end every particle is decoded and scored
-with the full reward; the chosen sample is the best one. Intermediate scores can be made cheaper: decode only
-the first ``intermediate_seconds``, and/or pass ``intermediate_reward`` (e.g. a CLAP score).
+particle's x0 prediction (the sampler's own clean-sample estimate) is decoded and scored and the particles are
+weighed by FK potentials of their line's rewards (``potential``: ``difference`` r_t - r_t-1, ``max`` or ``sum``;
+times lambda = ``temperature``). Difference potentials multiply since the last resampling (the product telescopes
+to exp(lambda r)); max and sum already summarise the whole line and are the weight itself. When the effective
+sample size falls below ``ess_threshold * K`` (always, at threshold 1) the particles are resampled
+systematically and the weights reset. At the end every particle is decoded and scored with the full reward; the
+chosen sample is the best one. Intermediate scores can be made cheaper: decode only the first
+``intermediate_seconds``, and/or pass ``intermediate_reward`` (e.g. a CLAP score).
 
 Identities (tested): K = 1 without resampling is exactly the plain sampler; resampling with lambda = 0 keeps
 every particle in place, so the final particles are best-of-K's candidates and the chosen one its winner.
@@ -123,7 +125,10 @@ class ParticleWeights:
             return None
         rewards = self.score(x0).double().cpu().numpy()
         self.history = np.concatenate([self.history, rewards[:, None]], axis=1)
-        self.log_weights = self.log_weights + log_potential(config.potential, self.history, config.temperature)
+        potential = log_potential(config.potential, self.history, config.temperature)
+        # difference: the product of the G_t since the last resampling (it telescopes to exp(lambda r)); max and
+        # sum: G_t itself, which already summarises the whole line (FK steering resamples by it directly)
+        self.log_weights = self.log_weights + potential if config.potential == "difference" else potential
         ess = effective_sample_size(self.log_weights)
         record = {"step": step, "rewards": [float(r) for r in rewards], "ess": ess}
         self.trace.append(record)
