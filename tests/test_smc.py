@@ -54,6 +54,18 @@ def test_potentials_ess_and_systematic_resampling_by_hand():
     assert systematic_counts(np.full(7, 3.2), 0.999).tolist() == [1] * 7  # equal weights: one copy each
 
 
+def test_difference_weights_multiply_and_max_weights_are_the_potential_itself():
+    from tunejury_align.recipes.smc import ParticleWeights
+
+    for potential, expected in (("difference", [3.0, 1.0]), ("max", [3.0, 2.0]), ("sum", [4.0, 3.0])):
+        rewards = iter([torch.tensor([1.0, 2.0]), torch.tensor([3.0, 1.0])])
+        config = SMCConfig(particles=2, potential=potential, temperature=1.0, ess_threshold=0.0)
+        weights = ParticleWeights(config, 0, steps=5, seeds=[42, 43], score=lambda x0, rewards=rewards: next(rewards))
+        assert weights(0, None) is None and weights(1, None) is None  # never resampled (threshold 0)
+        np.testing.assert_allclose(weights.log_weights, expected)  # difference: (1 - 0) + (3 - 1), (2 - 0) + (1 - 2)
+    assert [r["step"] for r in weights.trace] == [0, 1] and weights(4, None) is None  # the last step: no scoring
+
+
 def test_one_particle_without_resampling_is_the_plain_sampler(generator):
     plain = generator.generate(PROMPT, [42])
     result = smc(generator, loudness, PROMPT, SMCConfig(particles=1, ess_threshold=0.0, eta=0.0))
