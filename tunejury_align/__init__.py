@@ -29,6 +29,10 @@ _EXPORTS = {
     "DittoResult": "tunejury_align.recipes.ditto",
     "expert_iteration": "tunejury_align.recipes.expert_iter_run",
     "ExpertIterConfig": "tunejury_align.recipes.expert_iter",
+    "smc": "tunejury_align.recipes.smc",
+    "SMCConfig": "tunejury_align.recipes.smc",
+    "pruned_best_of_n": "tunejury_align.recipes.best_of_n_prune",
+    "Compute": "tunejury_align.recipes.compute",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -1,1 +1,2 @@
-"""The recipes: best-of-N, DITTO, expert iteration (each a library function plus its resumable run folder)."""
+"""The recipes: best-of-N (early-pruned for MusicGen), particle steering (SMC), DITTO, expert iteration (each a
+library function plus its resumable run folder), and the compute record every run keeps."""
