@@ -120,7 +120,7 @@ def write_results(out: Path, prompts: list[str], config: BestOfNConfig, meta: di
                "mean_winner_score": float(np.nanmax(scores, axis=1).mean()) if lines else None}
     if result.extra_curves:
         summary["extra_curves"] = result.extra_curves  # each scorer's value at the reward's pick
-    summary["compute"] = logged_compute(out).as_dict()
+    summary["compute"] = logged_compute(out).counts()  # the seconds go to run.json (they differ between reruns)
     atomic_write_json(out / "curve.json", summary)
     record_run_compute(out, logged_compute(out))
     return summary

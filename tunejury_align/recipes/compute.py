@@ -40,6 +40,11 @@ class Compute:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def counts(self) -> dict:
+        """The reproducible part (no seconds): for files that reruns and resumes must reproduce byte for byte."""
+        return {"generator_passes": self.generator_passes, "pass_unit": self.pass_unit,
+                "reward_calls": self.reward_calls}
+
     @contextmanager
     def timing(self, kind: str):
         """Add the block's wall time to ``generator_seconds`` (``kind="generator"``) or ``encoder_seconds``."""
