@@ -21,7 +21,7 @@ COMMANDS = [score, best_of_n, smc, ditto, expert_iter, reward_tools, report]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="align", description="Align text-to-music generators with the "
-                                     "TuneJury reward: score, best-of-N, DITTO, expert iteration.")
+                                     "TuneJury reward: score, best-of-N (pruned), particle steering, DITTO, expert iteration, compare.")
     parser.add_argument("--version", action="version", version=f"tunejury-align {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
