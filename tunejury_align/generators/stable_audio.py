@@ -1,12 +1,10 @@
-"""Stable Audio Open (Evans et al., 2024, arXiv 2407.14358) through diffusers' ``StableAudioPipeline``.
-
+"""Stable Audio Open (Evans et al., 2024, arXiv 2407.14358) through diffusers' ``StableAudioPipeline``:
 ``stabilityai/stable-audio-open-1.0`` by hub id, or a local folder saved with ``save_pretrained``.
 
 :meth:`StableAudioGenerator.sample` is our own unrolled copy of ``StableAudioPipeline.__call__``
 over the pipeline's public parts (``encode_prompt``, ``encode_duration``, ``transformer``,
-``scheduler.step``, ``vae.decode``). It takes the initial noise as an input and keeps the graph to
-it, so DITTO (Novack et al., 2024, arXiv 2401.12179) can optimise that noise, optionally with
-``torch.utils.checkpoint`` around each transformer call.
+``scheduler.step``, ``vae.decode``). It takes the initial noise as an input and keeps the graph to it, so
+DITTO (Novack et al., 2024, arXiv 2401.12179) can optimise that noise (``torch.utils.checkpoint`` optional).
 
 Per-candidate seeding. Candidate i depends on two random sources, both a function of seed i only:
 
@@ -338,23 +336,13 @@ _TINY_VOCAB_TEXT = [
 
 
 def debug_stable_audio(seed: int = 0) -> StableAudioGenerator:
-    """The debug world's Stable Audio: :func:`tiny_stable_audio` with an 8-channel Oobleck decoder
-    voiced so that each latent channel plays its own spectral envelope (:mod:`.voicing`) and a DiT
-    whose output projection is scaled by 0.3, so the sampled latents keep the initial noise's
-    structure: timbre and level follow the noise (octave bands vary by 1-2 dB across seeds) and DITTO
-    can move them. 4 steps and 2 s clips by default."""
-    from .voicing import voice_oobleck_decoder
-
-    from diffusers import CosineDPMSolverMultistepScheduler
+    """The debug world's Stable Audio (4 steps, 2 s clips): :func:`tiny_stable_audio` with an 8-channel
+    Oobleck decoder, voiced by :func:`.voicing.voice_stable_audio` so that timbre and level follow the
+    initial noise (and DITTO can move them)."""
+    from .voicing import voice_stable_audio
 
     pipe = tiny_stable_audio(seed, decoder_channels=8, channel_multiples=(1, 1, 1, 1, 1))
-    # sigma_max 1, not 500: with the SDE sampler a sample keeps correlation 1/sqrt(1 + sigma_max^2) with its
-    # initial noise (0.002 at 500: measured, the sample did not move with the noise), and DITTO optimises
-    # that noise; at 1 the noise and the SDE's own draws weigh about the same.
-    pipe.scheduler = CosineDPMSolverMultistepScheduler.from_config({**pipe.scheduler.config, "sigma_max": 1.0})
-    with torch.no_grad():
-        pipe.transformer.proj_out.weight.mul_(0.3)
-    voice_oobleck_decoder(pipe.vae.decoder, latent_rate=pipe.vae.sampling_rate / pipe.vae.hop_length, gain=0.0018)
+    voice_stable_audio(pipe)
     return StableAudioGenerator(pipe, name="debug-stable-audio", is_debug=True,
                                 default_options={"steps": 4, "duration": 2.0})
 
