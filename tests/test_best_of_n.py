@@ -131,7 +131,7 @@ def test_cli_run_in_process(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["best-of-n", "--n", "4", "--generator", "debug", "--reward", "debug", "--prompt", "lofi hip hop",
                  "epic orchestral", "generation.duration=1.0", "--out", str(out)]) == 0
-    assert "debug models" in capsys.readouterr().out
+    assert "debug world" in capsys.readouterr().out
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(records) == 8 and [r["candidate"] for r in records[:4]] == list(range(4))
     assert [r["seed"] for r in records[:4]] == [42, 43, 44, 45]
