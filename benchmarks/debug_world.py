@@ -73,10 +73,11 @@ def main() -> int:
                            scorers={"truth": truth})
         truths = result.extra_scores["truth"]
         print(f"best-of-{args.n}, {name}, {len(prompts)} prompts:")
-        show("reward gain (N vs 1)", result.scores.max(axis=1) - result.scores[:, 0])
+        # best-of-1's expected value is the mean over the N single draws (less noisy than draw 0)
+        show("reward gain (N vs 1)", result.scores.max(axis=1) - result.scores.mean(axis=1))
         bon[name] = show("truth gain of the reward's pick", truths[np.arange(len(prompts)), result.winners]
-                         - truths[:, 0])
-        show("truth gain of the truth's own pick (oracle)", truths.max(axis=1) - truths[:, 0])
+                         - truths.mean(axis=1))
+        show("truth gain of the truth's own pick (oracle)", truths.max(axis=1) - truths.mean(axis=1))
         all_rewards += result.scores.flatten().tolist()
         all_truths += truths.flatten().tolist()
     rho = spearman(all_rewards, all_truths)

@@ -1,7 +1,8 @@
 """Offline test world: a temporary Hugging Face cache holding tiny seeded models of the real
 architectures under the real hub ids, loaded through the same calls a user makes.
 
-HF_HOME and HF_HUB_OFFLINE are set here, before anything imports huggingface_hub.
+HF_HOME and HF_HUB_OFFLINE are set here, before anything imports huggingface_hub; so is
+TUNEJURY_ALIGN_CACHE (a fresh folder unless it is already set), where the debug reward is cached.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ _HF_HOME = tempfile.mkdtemp(prefix="tunejury-test-hf-")
 os.environ["HF_HOME"] = _HF_HOME
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.pop("HF_TOKEN", None)
+# the debug reward's trained head and its training clips: built once per test session (about two
+# minutes), or reused from an explicitly given cache folder (entries are keyed by a content hash)
+os.environ.setdefault("TUNEJURY_ALIGN_CACHE", tempfile.mkdtemp(prefix="tunejury-test-cache-"))
 
 import json  # noqa: E402
 import shutil  # noqa: E402

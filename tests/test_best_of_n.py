@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +38,20 @@ def loudness_reward(audio, sample_rate, prompts):
     return audio.pow(2).mean(dim=(1, 2))
 
 
-def test_curve_is_nested_prefix_maxima_and_non_decreasing():
+def test_curve_is_the_expected_best_over_all_subsets_and_non_decreasing():
     scores = np.array([[0.1, 0.5, 0.2, 0.9, 0.3], [1.0, 0.0, 0.0, 0.0, 2.0]])
+    truths = np.array([[5.0, 4.0, 3.0, 2.0, 1.0], [1.0, 2.0, 3.0, 4.0, 5.0]])
     curve = best_of_n_curve(scores, bootstrap=200, seed=0)
+    truth_curve = best_of_n_curve(scores, bootstrap=0, values=truths)
     assert [p["n"] for p in curve] == [1, 2, 4, 5] == curve_points(5)
-    assert [p["mean"] for p in curve] == pytest.approx([0.55, 0.75, 0.95, 1.45])
+    for point, truth_point in zip(curve, truth_curve):  # brute force: every k-subset, argmax (first of ties)
+        picks = [[row[list(s)[int(np.argmax(scores[r, list(s)]))]] for s in combinations(range(5), point["n"])]
+                 for r, row in enumerate(scores)]
+        assert point["mean"] == pytest.approx(np.mean([np.mean(p) for p in picks]))
+        chosen = [[truths[r, list(s)[int(np.argmax(scores[r, list(s)]))]] for s in combinations(range(5), point["n"])]
+                  for r in range(2)]
+        assert truth_point["mean"] == pytest.approx(np.mean([np.mean(c) for c in chosen]))
+    assert curve[0]["mean"] == pytest.approx(scores.mean()) and curve[-1]["mean"] == pytest.approx(1.45)
     assert all(p["low"] <= p["mean"] <= p["high"] for p in curve)
     rng = np.random.default_rng(1)
     means = [p["mean"] for p in best_of_n_curve(rng.normal(size=(20, 32)), bootstrap=0)]
@@ -121,7 +131,7 @@ def test_cli_run_in_process(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["best-of-n", "--n", "4", "--generator", "debug", "--reward", "debug", "--prompt", "lofi hip hop",
                  "epic orchestral", "generation.duration=1.0", "--out", str(out)]) == 0
-    assert "debug models" in capsys.readouterr().out
+    assert "debug world" in capsys.readouterr().out
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(records) == 8 and [r["candidate"] for r in records[:4]] == list(range(4))
     assert [r["seed"] for r in records[:4]] == [42, 43, 44, 45]

@@ -194,7 +194,7 @@ def test_example_runs_on_a_pipeline_object(tmp_path, capsys):
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     assert example.main(["--iterations", "1", "--steps", "2", "--out", str(tmp_path)]) == 0
-    assert "[debug models]" in capsys.readouterr().out
+    assert "debug world" in capsys.readouterr().out
     assert {p.name for p in tmp_path.iterdir()} == {"baseline.wav", "optimised.wav", "optimised_noise.pt"}
 
 
@@ -219,7 +219,7 @@ def test_cli_run_resume_and_refusal(tmp_path, capsys, generators, frozen_reward)
     out = tmp_path / "run"
     # 1. A fresh run: audio, noise, per-iterate records, done markers, summary
     assert align([*CLI_ARGS, "--out", str(out)]) == 0
-    assert "debug models" in capsys.readouterr().out
+    assert "debug world" in capsys.readouterr().out
     records = records_of(out)
     assert [(r["prompt_index"], r["iteration"]) for r in records] == [(p, i) for p in range(2) for i in range(3)]
     assert set(records[0]) >= {"reward", "noise_norm", "seconds", "peak_memory", "backward"}

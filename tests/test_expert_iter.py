@@ -268,7 +268,7 @@ def test_debug_config_runs_in_seconds(tmp_path, patched_reward, capsys):
     assert run_main(["expert-iter", "--config", str(DEBUG_YAML), "--generator", "debug", "--reward", "debug",
                      "--prompt", "lofi hip hop beat", "epic orchestral soundtrack", "--out", str(out)]) == 0
     assert time.time() - start < 60
-    assert "debug models" in capsys.readouterr().out
+    assert "debug world" in capsys.readouterr().out
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == [0, 1, 2] and all(r["heldout"] for r in rows)
     assert rows[0]["frechet_clap_audio"] == pytest.approx(0.0, abs=1e-9) and rows[2]["frechet_mert"] > 0

@@ -26,7 +26,7 @@ def test_report_is_written_at_the_end_of_a_run(debug_run):
     page = (debug_run / "report.html").read_text()
     assert "<svg" in page and "Mean best reward vs N" in page
     assert 'src="winners/p0000.wav"' in page and 'src="candidates/p0001_c00.wav"' in page
-    assert "Debug models" in page and "debug-musicgen" in page
+    assert "Debug world" in page and "debug-musicgen" in page
     assert "/tmp" not in page.split("<h2>Configuration")[0]  # audio referenced relatively
 
 

@@ -17,6 +17,14 @@ DEBUG_CORPUS = [
     "ambient synth pad, slow and spacious",
 ]
 
+#: the tiny Stable Audio T5's vocabulary (kept as it was when the debug world was measured)
+STABLE_AUDIO_VOCAB_TEXT = [
+    "high quality instrumental music lofi hip hop beat with warm piano chords",
+    "upbeat electronic dance track epic orchestral soundtrack with brass and drums",
+    "a calm acoustic guitar melody with soft strings jazz trio double bass brushed",
+    "ambient synth pad slow and spacious rock metal pop funk the of hammer hitting wooden surface",
+]
+
 
 def words_of(lines: list[str]) -> list[str]:
     """The sorted distinct lower-case words of ``lines`` (commas split words)."""

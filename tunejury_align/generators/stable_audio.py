@@ -1,12 +1,10 @@
-"""Stable Audio Open (Evans et al., 2024, arXiv 2407.14358) through diffusers' ``StableAudioPipeline``.
-
+"""Stable Audio Open (Evans et al., 2024, arXiv 2407.14358) through diffusers' ``StableAudioPipeline``:
 ``stabilityai/stable-audio-open-1.0`` by hub id, or a local folder saved with ``save_pretrained``.
 
 :meth:`StableAudioGenerator.sample` is our own unrolled copy of ``StableAudioPipeline.__call__``
 over the pipeline's public parts (``encode_prompt``, ``encode_duration``, ``transformer``,
-``scheduler.step``, ``vae.decode``). It takes the initial noise as an input and keeps the graph to
-it, so DITTO (Novack et al., 2024, arXiv 2401.12179) can optimise that noise, optionally with
-``torch.utils.checkpoint`` around each transformer call.
+``scheduler.step``, ``vae.decode``). It takes the initial noise as an input and keeps the graph to it, so
+DITTO (Novack et al., 2024, arXiv 2401.12179) can optimise that noise (``torch.utils.checkpoint`` optional).
 
 Per-candidate seeding. Candidate i depends on two random sources, both a function of seed i only:
 
@@ -46,7 +44,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..tiny_tokenizers import tiny_t5_tokenizer
+from ..tiny_tokenizers import STABLE_AUDIO_VOCAB_TEXT, tiny_t5_tokenizer, words_of
 from .base import (
     Family,
     Trainer,
@@ -229,9 +227,8 @@ class StableAudioGenerator:
         one waveform per prompt): with ``generator=[torch.Generator().manual_seed(s) for s in noise_seeds]``
         both give the same audio. Under grad the result keeps its graph to ``initial_noise``;
         ``checkpoint_steps=True`` recomputes each transformer call in backward (the scheduler update, stateful
-        and cheap, stays outside the checkpoint). ``steering`` (particle steering, :mod:`..recipes.smc_particles`)
-        sees the fresh scheduler before the loop and, after each step, the latents and the step's x0 prediction;
-        it returns the latents to go on with (resampled) and keeps the scheduler's per-item state in step.
+        and cheap, stays outside the checkpoint). ``steering`` (:mod:`..recipes.smc_particles`) sees the scheduler,
+        then after each step the latents and x0 prediction, and returns the (resampled) latents to go on with.
         """
         opts = options if options is not None else self.options()
         pipe, prompts, noise_seeds = self.pipe, list(prompts), [int(s) for s in noise_seeds]
@@ -292,7 +289,6 @@ class StableAudioGenerator:
 
         if not decode:
             return latents
-        # 9. Post-processing: decode and crop to [0, duration)
         return self.decode_latents(latents, opts.duration)
 
     def decode_latents(self, latents: torch.Tensor, duration: float, frames: int | None = None) -> torch.Tensor:
@@ -315,8 +311,7 @@ def tiny_stable_audio(seed: int = 0, decoder_channels: int = 4, channel_multiple
     )
     from transformers import T5Config, T5EncoderModel
 
-    tokenizer = tiny_t5_tokenizer(sorted({w for line in _TINY_VOCAB_TEXT for w in line.split()}), space_score=-2.0,
-                                  max_length=16)
+    tokenizer = tiny_t5_tokenizer(words_of(STABLE_AUDIO_VOCAB_TEXT), space_score=-2.0, max_length=16)
     text_config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
                            pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
     with torch.random.fork_rng(devices=[]):
@@ -340,32 +335,14 @@ def tiny_stable_audio(seed: int = 0, decoder_channels: int = 4, channel_multiple
                                tokenizer=tokenizer, transformer=transformer, scheduler=scheduler)
 
 
-_TINY_VOCAB_TEXT = [
-    "high quality instrumental music lofi hip hop beat with warm piano chords",
-    "upbeat electronic dance track epic orchestral soundtrack with brass and drums",
-    "a calm acoustic guitar melody with soft strings jazz trio double bass brushed",
-    "ambient synth pad slow and spacious rock metal pop funk the of hammer hitting wooden surface",
-]
-
-
 def debug_stable_audio(seed: int = 0) -> StableAudioGenerator:
-    """The debug world's Stable Audio: :func:`tiny_stable_audio` with an 8-channel Oobleck decoder
-    voiced so that each latent channel plays its own spectral envelope (:mod:`.voicing`) and a DiT
-    whose output projection is scaled by 0.3, so the sampled latents keep the initial noise's
-    structure: timbre and level follow the noise (octave bands vary by 1-2 dB across seeds) and DITTO
-    can move them. 4 steps and 2 s clips by default."""
-    from diffusers import CosineDPMSolverMultistepScheduler
-
-    from .voicing import voice_oobleck_decoder
+    """The debug world's Stable Audio (4 steps, 2 s clips): :func:`tiny_stable_audio` with an 8-channel
+    Oobleck decoder, voiced by :func:`.voicing.voice_stable_audio` so that timbre and level follow the
+    initial noise (and DITTO can move them)."""
+    from .voicing import voice_stable_audio
 
     pipe = tiny_stable_audio(seed, decoder_channels=8, channel_multiples=(1, 1, 1, 1, 1))
-    # sigma_max 1, not 500: with the SDE sampler a sample keeps correlation 1/sqrt(1 + sigma_max^2) with its
-    # initial noise (0.002 at 500: measured, the sample did not move with the noise), and DITTO optimises
-    # that noise; at 1 the noise and the SDE's own draws weigh about the same.
-    pipe.scheduler = CosineDPMSolverMultistepScheduler.from_config({**pipe.scheduler.config, "sigma_max": 1.0})
-    with torch.no_grad():
-        pipe.transformer.proj_out.weight.mul_(0.3)
-    voice_oobleck_decoder(pipe.vae.decoder, latent_rate=pipe.vae.sampling_rate / pipe.vae.hop_length, gain=0.0018)
+    voice_stable_audio(pipe)
     return StableAudioGenerator(pipe, name="debug-stable-audio", is_debug=True,
                                 default_options={"steps": 4, "duration": 2.0})
 

@@ -191,3 +191,21 @@ def voice_hifigan(vocoder: nn.Module, frame_rate: float, gain: float, input_gain
     weight = torch.zeros_like(vocoder.conv_post.weight)
     weight[0, :paths, vocoder.conv_post.kernel_size[0] // 2] = gain
     set_conv_weight(vocoder.conv_post, weight)
+
+
+def voice_stable_audio(pipe) -> None:
+    """Voice a tiny ``StableAudioPipeline`` (8-channel Oobleck decoder) in place for the debug world:
+
+    * the Oobleck decoder as 8 paths (:func:`voice_oobleck_decoder`, level about -19 dBFS);
+    * the DiT's output projection x 0.3, so the sampled latents keep the initial noise's structure;
+    * the scheduler's ``sigma_max`` 1, not 500: with the SDE sampler a sample keeps correlation
+      ``1 / sqrt(1 + sigma_max^2)`` with its initial noise (0.002 at 500; measured: the sample did not
+      move with the noise, and DITTO optimises that noise); at 1 the noise and the SDE's own draws weigh
+      about the same.
+    """
+    from diffusers import CosineDPMSolverMultistepScheduler
+
+    pipe.scheduler = CosineDPMSolverMultistepScheduler.from_config({**pipe.scheduler.config, "sigma_max": 1.0})
+    with torch.no_grad():
+        pipe.transformer.proj_out.weight.mul_(0.3)
+    voice_oobleck_decoder(pipe.vae.decoder, latent_rate=pipe.vae.sampling_rate / pipe.vae.hop_length, gain=0.0018)

@@ -1,15 +1,16 @@
 """Best-of-N reranking with a reward (the TuneJury release's best-of-N protocol).
 
 Generate ``n`` candidates per prompt with seeds ``base_seed + c``, score them with the reward in
-batches, keep each prompt's best. The "mean best reward vs N" curve reads N = 1, 2, 4, ... n as nested
-prefixes of the same draw, with a bootstrap 95 % interval over prompts.
+batches, keep each prompt's best. The "mean best reward vs N" curve gives, for N = 1, 2, 4, ... n, the expected
+best of N candidates drawn from the n (the unbiased order-statistics estimator: every N-subset
+averaged, far less noisy than one nested prefix), with a bootstrap 95 % interval over prompts.
 
 Work is done in units of ``candidates_per_batch`` candidates of one prompt (generated and scored
 together), so a resumed or sharded run repeats exactly the computations of an uninterrupted one.
 
 ``scorers`` (name -> ``fn(audio, sample_rate, prompts) -> (B,)``) score every candidate beside the reward
 without taking part in the selection: the debug world's truth (:func:`tunejury_align.debug.truth`), held-out
-judges. Their curves read the value of the *reward's* choice among the first N candidates, so a reward
+judges. Their curves read the value of the *reward's* choice among N candidates, so a reward
 that is being gamed shows as a reward curve that rises while theirs does not.
 
 The library default adds no prompt prefix; the published protocol's prefix ("high quality
@@ -221,19 +222,29 @@ def curve_points(n: int) -> list[int]:
     return points if points[-1] == n else points + [n]
 
 
+def best_of_k_weights(n: int, k: int) -> np.ndarray:
+    """``(n,)`` the probability that the candidate ranked ``i``-th lowest of ``n`` is the best of a
+    uniformly drawn ``k``-subset: ``C(i-1, k-1) / C(n, k)``."""
+    from math import comb
+
+    return np.array([comb(i, k - 1) for i in range(n)], dtype=np.float64) / comb(n, k)
+
+
 def best_of_n_curve(scores: np.ndarray, bootstrap: int = 1000, seed: int = 0, values: np.ndarray | None = None) -> list[dict]:
-    """Mean over prompts of the best score among the first N candidates, N = 1, 2, 4, ..., n,
-    with a percentile bootstrap 95 % interval over prompts. ``scores``: ``(P, n)``. With ``values``
-    ``(P, n)`` (e.g. the truth), the mean of ``values`` at the candidate the scores pick instead."""
+    """Mean over prompts of the expected best score of N candidates drawn from each prompt's n,
+    N = 1, 2, 4, ..., n (every N-subset averaged; N = n is the plain maximum), with a percentile
+    bootstrap 95 % interval over prompts. ``scores``: ``(P, n)``. With ``values`` ``(P, n)`` (e.g. the
+    truth), the expected value of ``values`` at the candidate the scores pick instead."""
     scores = np.asarray(scores, dtype=np.float64)
+    values = scores if values is None else np.asarray(values, dtype=np.float64)
+    # ascending; among tied scores the earlier candidate ranks higher (as argmax picks it)
+    order = scores.shape[1] - 1 - np.argsort(scores[:, ::-1], axis=1, kind="stable")
+    ranked = np.take_along_axis(values, order, axis=1)  # (P, n), values in the scores' order
     rng = np.random.default_rng(seed)
     resamples = rng.integers(0, scores.shape[0], size=(bootstrap, scores.shape[0])) if bootstrap else None
     curve = []
     for n in curve_points(scores.shape[1]):
-        if values is None:
-            best = scores[:, :n].max(axis=1)  # (P,)
-        else:
-            best = np.asarray(values, dtype=np.float64)[np.arange(len(scores)), scores[:, :n].argmax(axis=1)]
+        best = ranked @ best_of_k_weights(scores.shape[1], n)  # (P,)
         point = {"n": n, "mean": float(best.mean())}
         if resamples is not None:
             means = best[resamples].mean(axis=1)

@@ -31,12 +31,12 @@ def best_of_n_section(run_dir: Path, run: dict) -> str:
     curve = summary.curve
     if curve:
         charts = [line_chart([band_series("mean best reward", curve)], "Mean best reward vs N (95 % bootstrap band)",
-                             "N (candidates, nested prefixes)", "reward", log2_x=True)]
+                             "N (expected best of N drawn)", "reward", log2_x=True)]
         for name, extra in summary.extra_curves.items():  # e.g. the debug world's truth of the reward's pick
             if extra:
                 charts.append(line_chart([band_series(f"{name} of the reward's pick", extra)],
                                          f"{extra_title(name)} of the reward's pick vs N (95 % band)",
-                                         "N (candidates, nested prefixes)", name, log2_x=True))
+                                         "N (expected best of N drawn)", name, log2_x=True))
         parts.append('<div class="charts">' + "".join(charts) + "</div>")
     else:
         parts.append('<p class="missing">The curve appears once a prompt has all its candidates.</p>')
