@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                    on_iteration=lambda r: print(f"iteration {r.iteration}: reward {r.reward:.4f}  "
                                                 f"|noise| {r.noise_norm:.2f}  {r.seconds:.2f} s"))
     print(f"reward {result.baseline_reward:.4f} -> {result.optimised_reward:.4f} "
-          f"(best iterate {result.best_iteration}){' [debug models]' if reward.is_debug else ''}")
+          f"(best iterate {result.best_iteration}){' [debug world: the reward is a learned proxy of a known truth]' if reward.is_debug else ''}")
     if args.out is not None:
         atomic_write_audio(args.out / "baseline.wav", result.baseline_audio, result.sample_rate)
         atomic_write_audio(args.out / "optimised.wav", result.optimised_audio, result.sample_rate)

@@ -35,7 +35,7 @@ def package_lines(folder: Path, depth: int) -> list[str]:
         if path.is_dir() and (path / "__init__.py").is_file():
             lines += package_lines(path, depth + 1)
         elif path.suffix == ".py":
-            lines.append(f"{name:<44}{summary(path)}".rstrip())
+            lines.append(f"{name:<43} {summary(path)}".rstrip())
     return lines
 
 

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 import tunejury_align.cli as cli
 import tunejury_align.cli.common as cli_common
 from tunejury_align.config import ConfigError, load_config
+from tunejury_align.debug import truth
 from tunejury_align.generators import trainer_for
 from tunejury_align.generators.musicgen import MusicGenGenerator, MusicGenTrainer, debug_musicgen
 from tunejury_align.recipes.expert_iter import ExpertIterConfig, select_kept, split_prompts
@@ -265,8 +266,11 @@ def test_config_precedence_and_unknown_keys(tmp_path):
 def test_debug_config_runs_in_seconds(tmp_path, patched_reward, capsys):
     out = tmp_path / "run"
     start = time.time()
+    # the debug config, scaled down to two short rounds so that each mechanism is checked in seconds
+    small = ["rounds=2", "samples_per_prompt=4", "keep_top=0.5", "candidates_per_batch=4", "train_steps=4",
+             "train_batch_size=2", "ema_decay=0.5", "save_every=2", "heldout_fraction=0.5", "eval_samples_per_prompt=2"]
     assert run_main(["expert-iter", "--config", str(DEBUG_YAML), "--generator", "debug", "--reward", "debug",
-                     "--prompt", "lofi hip hop beat", "epic orchestral soundtrack", "--out", str(out)]) == 0
+                     "--prompt", "lofi hip hop beat", "epic orchestral soundtrack", "--out", str(out), *small]) == 0
     assert time.time() - start < 60
     assert "debug world" in capsys.readouterr().out
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -282,11 +286,13 @@ def test_debug_config_runs_in_seconds(tmp_path, patched_reward, capsys):
         assert threshold == min(k["score"] for k in kept) >= max(s["score"] for s in samples if not s["kept"])
         assert [s["seed"] for s in samples] == [42 + 4 * (r - 1) + c for c in range(4)]
         assert not (out / f"round_{r}" / "train_state.pt").exists()
-    # parameters changed (decoder only), and each round starts from the previous one
+    # parameters changed (the default trainable set only), and each round starts from the previous one
     base = debug_musicgen().model.state_dict()
     first, second = weights(out, 1), weights(out, 2)
     changed = {k for k in first if not torch.equal(base[k], first[k])}  # (tied copies are saved once)
-    assert changed and all(k.startswith("decoder.") for k in changed)
+    # MusicGenTrainer's default trainable set: the decoder LM and the text-to-decoder projection
+    assert changed and all(k.startswith(("decoder.", "enc_to_dec_proj.")) for k in changed), sorted(changed)
+    assert any(k.startswith("decoder.") for k in changed)
     assert any(not torch.equal(first[k], second[k]) for k in changed)
     # the round-1 checkpoint reloads with a plain from_pretrained and generates
     from transformers import AutoTokenizer, MusicgenForConditionalGeneration
@@ -300,7 +306,7 @@ def test_debug_config_runs_in_seconds(tmp_path, patched_reward, capsys):
     # a rerun is a no-op; other settings are refused
     before = (out / "metrics.jsonl").read_bytes()
     argv = ["expert-iter", "--config", str(DEBUG_YAML), "--generator", "debug", "--reward", "debug", "--prompt",
-            "lofi hip hop beat", "epic orchestral soundtrack", "--out", str(out)]
+            "lofi hip hop beat", "epic orchestral soundtrack", "--out", str(out), *small]
     assert run_main(argv) == 0 and (out / "metrics.jsonl").read_bytes() == before
     assert run_main([*argv, "rounds=3"]) == 0  # more rounds continue from the last checkpoint
     assert [json.loads(line)["round"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2, 3]
@@ -351,12 +357,14 @@ def test_crash_mid_training_resumes_to_identical_weights(reference_run, tmp_path
     out = tmp_path / "crashed"
     with pytest.raises(Crash):
         run_expert_iteration(debug_musicgen().to("cpu"), debug_reward_model, train, config, out, meta,
-                             heldout=heldout, callback=crash)
+                             heldout=heldout, callback=crash, scorers={"truth": truth})
     assert torch.load(out / "round_1" / "train_state.pt", weights_only=True)["step"] == 8
     rows = run_expert_iteration(debug_musicgen().to("cpu"), debug_reward_model, train, config, out, meta,
-                                heldout=heldout)  # a fresh generator, as a new process would load
+                                heldout=heldout, scorers={"truth": truth})  # a fresh generator, as a new process would
+    # load; the CLI run scores the debug world's truth beside the reward
     assert_same_weights(weights(out), weights(reference_run), atol=0.0)
-    assert rows == [json.loads(line) for line in (reference_run / "metrics.jsonl").read_text().splitlines()]
+    reference = [json.loads(line) for line in (reference_run / "metrics.jsonl").read_text().splitlines()]
+    assert rows == reference, [{k for k in set(a) | set(b) if a.get(k) != b.get(k)} for a, b in zip(rows, reference)]
 
 
 def test_sigkill_mid_training_resumes_to_the_same_weights(reference_run, tmp_path, patched_reward):

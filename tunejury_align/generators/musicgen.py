@@ -89,7 +89,8 @@ def _logits_processor_classes():
                 torch.multinomial(probs[i * rows_per_item:(i + 1) * rows_per_item], 1, generator=g)
                 for i, g in enumerate(self.generators)
             ])
-            self.tokens = torch.cat([input_ids, chosen.to(input_ids.dtype)], dim=-1)  # (B K, steps + 1) so far
+            if input_ids is not None:  # the streams so far, (B K, steps + 1)
+                self.tokens = torch.cat([input_ids, chosen.to(input_ids.dtype)], dim=-1)
             one_hot = torch.full_like(scores, float("-inf"))
             return one_hot.scatter(-1, chosen, 0.0)
 

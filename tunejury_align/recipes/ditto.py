@@ -242,6 +242,23 @@ def out_of_memory_advice(config: DittoConfig, generator, duration: float, iterat
 
 
 # -- the recipe --------------------------------------------------------------------------------
+def _forward_backward(objective, noise: torch.Tensor, optimizer, config: DittoConfig, iteration: int):
+    """Score ``noise`` (and, with an ``optimizer``, back-propagate the loss into ``noise.grad``); an
+    out-of-memory error becomes a :class:`DittoOutOfMemoryError` naming the settings to change."""
+    try:
+        with torch.set_grad_enabled(optimizer is not None):
+            output = objective(noise)
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
+                output.loss.backward()
+        return output
+    except RuntimeError as err:
+        if is_out_of_memory(err):
+            raise DittoOutOfMemoryError(out_of_memory_advice(
+                config, objective.generator, objective.options.duration, iteration)) from err
+        raise
+
+
 def ditto(
     generator,
     reward: Callable,
@@ -282,17 +299,7 @@ def ditto(
         stepping = iteration < config.iterations
         start_memory = meter.start()
         started = time.perf_counter()
-        try:
-            with torch.set_grad_enabled(stepping):
-                output = objective(noise)
-                if stepping:
-                    optimizer.zero_grad(set_to_none=True)
-                    output.loss.backward()
-        except RuntimeError as err:
-            if is_out_of_memory(err):
-                raise DittoOutOfMemoryError(out_of_memory_advice(
-                    config, objective.generator, objective.options.duration, iteration)) from err
-            raise
+        output = _forward_backward(objective, noise, optimizer if stepping else None, config, iteration)
         peak_memory = meter.peak()  # synchronises CUDA first
         seconds = time.perf_counter() - started
         record = IterationRecord(iteration=iteration, reward=float(output.reward.detach()),
