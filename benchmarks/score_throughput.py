@@ -9,7 +9,8 @@ same process, same machine:
   ``HubertModel`` forward over the whole clip (one segment, group norm over all of it) with all hidden
   states kept; re-encode the prompt; head. Batch size 1.
 * ours: read each file once, ``reward(batch (B, C, T), sr, prompts)`` (text encoded once per prompt,
-  MERT's conv stack in time chunks on CPU), fp32; then the same with the encoders in bf16.
+  MERT's conv stack in time chunks on CPU), fp32; then the same with the encoders in bf16 -- on CUDA and on
+  CPUs with avx512_bf16 / amx_bf16 only (elsewhere bf16 is emulated: skipped with a note, ``--force-bf16``).
 
 Both run under ``torch.inference_mode``. Before timing, both score the first ``--check-clips`` clips
 and must agree (fp32, ``--atol``); ``loop_max_abs_delta`` is the largest |ours - loop| over the
@@ -36,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+from cpu import bf16_accelerated, describe_machine
 from torch.utils.flop_counter import FlopCounterMode
 
 from tunejury_align.reward.audio import centre_window, read_audio, resample, to_mono
@@ -143,6 +145,8 @@ def main() -> None:
                         help="time the reference loop on this many clips only (default: all)")
     parser.add_argument("--check-clips", type=int, default=2,
                         help="clips scored by both paths before timing, which must agree (default: 2)")
+    parser.add_argument("--force-bf16", action="store_true",
+                        help="run the bf16 comparison even where the CPU would emulate bf16 (no avx512_bf16 / amx_bf16)")
     parser.add_argument("--atol", type=float, default=1e-5,
                         help="largest |ours - loop| fp32 score difference accepted (default: 1e-5)")
     args = parser.parse_args()
@@ -155,6 +159,7 @@ def main() -> None:
         files.append(folder / f"clip{i:02d}.wav")
         sf.write(files[-1], clip, SAMPLE_RATE, subtype="FLOAT")
 
+    print(describe_machine(device))
     print(f"device={device} threads={torch.get_num_threads()} clips={args.clips} x 10 s batch={args.batch}")
     reward = fullsize_reward(seed=0, device=device)
     peak = matmul_flops(device)
@@ -187,18 +192,23 @@ def main() -> None:
     if not loop_delta <= args.atol:
         raise SystemExit(f"ours and the reference loop disagree: max |delta| {loop_delta:.3e} > {args.atol:g}")
 
-    reward_bf16 = fullsize_reward(seed=0, device=device, dtype=torch.bfloat16)
-    batched(reward_bf16, files[:1], prompts[:1], 1, device)
-    reward_bf16._text_cache.clear()
-    bf16_scores, bf16_s = timed(lambda: batched(reward_bf16, files, prompts, args.batch, device), device)
-    bf16_rate = args.clips / bf16_s
-    rho = spearman(fp32_scores, bf16_scores)
-    max_delta = float(np.abs(fp32_scores - bf16_scores).max())
-    print(f"ours bf16      : {bf16_rate:.3f} clips/s, {bf16_rate / ours_rate:.2f}x fp32, Spearman {rho:.4f}, "
-          f"max |delta| {max_delta:.4f} (fp32 score std {fp32_scores.std():.4f})")
+    bf16 = "bf16_speedup=skipped"
+    if bf16_accelerated(device) or args.force_bf16:
+        reward_bf16 = fullsize_reward(seed=0, device=device, dtype=torch.bfloat16)
+        batched(reward_bf16, files[:1], prompts[:1], 1, device)
+        reward_bf16._text_cache.clear()
+        bf16_scores, bf16_s = timed(lambda: batched(reward_bf16, files, prompts, args.batch, device), device)
+        bf16_rate = args.clips / bf16_s
+        rho = spearman(fp32_scores, bf16_scores)
+        max_delta = float(np.abs(fp32_scores - bf16_scores).max())
+        print(f"ours bf16      : {bf16_rate:.3f} clips/s, {bf16_rate / ours_rate:.2f}x fp32, Spearman {rho:.4f}, "
+              f"max |delta| {max_delta:.4f} (fp32 score std {fp32_scores.std():.4f})")
+        bf16 = f"bf16_speedup={bf16_rate / ours_rate:.3f} bf16_spearman={rho:.4f} bf16_max_abs_delta={max_delta:.4f}"
+    else:
+        print("ours bf16      : skipped: this CPU has no avx512_bf16 / amx_bf16, bf16 would be emulated (several "
+              "times slower than fp32); --force-bf16 runs it anyway")
     print(f"RESULT speedup={ours_rate / loop_rate:.3f} flop_fraction={flop_fraction:.3f} "
-          f"bf16_speedup={bf16_rate / ours_rate:.3f} bf16_spearman={rho:.4f} loop_max_abs_delta={loop_delta:.2e} "
-          f"bf16_max_abs_delta={max_delta:.4f}")
+          f"loop_max_abs_delta={loop_delta:.2e} {bf16}")
 
 
 if __name__ == "__main__":

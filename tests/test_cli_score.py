@@ -114,15 +114,15 @@ def test_results_stream_so_an_interrupt_keeps_what_was_done(tmp_path, capsys, mo
     from tunejury_align.reward import TuneJuryReward
 
     folder = write_clips(tmp_path / "clips", ("a.wav", "b.wav", "c.wav"))
-    original, calls = TuneJuryReward.score_files, []
+    original, calls = TuneJuryReward.forward, []
 
-    def interrupted_on_the_third(self, paths, prompts=None):
-        calls.append(paths)
+    def interrupted_on_the_third(self, audio, sample_rate, prompts=None):  # one reward call per file
+        calls.append(audio.shape)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return original(self, paths, prompts)
+        return original(self, audio, sample_rate, prompts)
 
-    monkeypatch.setattr(TuneJuryReward, "score_files", interrupted_on_the_third)
+    monkeypatch.setattr(TuneJuryReward, "forward", interrupted_on_the_third)
     assert main(["score", str(folder), "--reward", "debug", *(["--json"] if as_json else [])]) == 130
     out = capsys.readouterr().out
     if as_json:

@@ -4,13 +4,14 @@ thresholds are the issue's, not fitted to the numbers (``benchmarks/debug_world.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from tunejury_align import BestOfNConfig, DittoConfig, best_of_n, ditto
+from tunejury_align import BestOfNConfig, DittoConfig, best_of_n
 from tunejury_align.debug import TRUTH_LABEL, target_profile, truth, truth_parts, world_scorers
 from tunejury_align.debug.proxy import ProxySpec, _entry, cache_dir
 from tunejury_align.debug.truth import ANALYSIS_RATE, BAND_EDGES
@@ -145,25 +146,53 @@ def test_best_of_16_raises_the_truth_beyond_its_interval(reward, name):
     assert bootstrap_low(result.scores.max(axis=1) - result.scores.mean(axis=1)) > 0
 
 
-def test_ditto_fast_raises_the_truth_for_most_prompts(reward):
+@pytest.fixture(scope="module")
+def judges(reward):
+    from tunejury_align.reward.judges import load_judges
+
+    return load_judges("debug", reward)
+
+
+def ditto_run(reward, judges, prompts, config, out):
+    """A DITTO run folder on debug Stable Audio with the truth and the debug judges recorded (as `align ditto
+    --judges debug` runs it); returns its summary, with the alarm."""
+    from tunejury_align.recipes.ditto_run import ditto_run_meta, run_ditto
+    from tunejury_align.reward.judges import judge_scorers
+
     generator = load_generator("debug-stable-audio")
-    gains = []
-    for prompt in PROMPTS:
-        result = ditto(generator, reward, prompt, config=DittoConfig(preset="fast"), scorers={"truth": truth})
-        gains.append(result.optimised_extras["truth"] - result.baseline_extras["truth"])
+    meta = {**ditto_run_meta(config, prompts, generator, reward), "judges": [j.info() for j in judges]}
+    return run_ditto(generator, reward, prompts, config, out, meta,
+                     scorers={"truth": truth, **judge_scorers(reward, judges)})
+
+
+def test_debug_judges_are_held_out_heads_of_the_world(judges):
+    assert [j.name for j in judges] == ["debug-leave-musicgen", "debug-leave-stable-audio", "debug-leave-audioldm2"]
+    weights = [torch.cat([p.flatten() for p in j.head.parameters()]) for j in judges]
+    assert not torch.equal(weights[0], weights[1])  # other seeds, other left-out generator
+
+
+def test_ditto_fast_raises_the_truth_for_most_prompts_and_the_alarm_stays_ok(reward, judges, tmp_path):
+    summary = ditto_run(reward, judges, PROMPTS, DittoConfig(preset="fast"), tmp_path / "fast")
+    gains = [r["optimised_truth"] - r["baseline_truth"] for r in summary["per_prompt"]]
     assert sum(g > 0 for g in gains) > len(gains) / 2, gains
+    assert summary["alarm"]["alarm"] == "ok", summary["alarm"]
 
 
-def test_strong_ditto_games_the_reward(reward):
-    """High learning rate, many iterations, no regulariser: the reward keeps rising while the truth falls."""
-    generator = load_generator("debug-stable-audio")
+def test_strong_ditto_games_the_reward_and_the_alarm_fires(reward, judges, tmp_path):
+    """High learning rate, many iterations, no regulariser: the reward keeps rising while the truth falls, and the
+    alarm fires. (The judges read the reward's encoders and rise with it: here the drift check is what fires; see
+    README "Held-out judges and the hacking alarm".)"""
     strong = DittoConfig(preset="fast", learning_rate=0.5, iterations=30, noise_regularization=0.0)
-    result = ditto(generator, reward, PROMPTS[0], config=strong, scorers={"truth": truth})
-    rewards = [h.reward for h in result.history]
-    truths = [h.extras["truth"] for h in result.history]
+    summary = ditto_run(reward, judges, PROMPTS[:1], strong, tmp_path / "strong")
+    records = [json.loads(line) for line in (tmp_path / "strong" / "ditto.jsonl").read_text().splitlines()]
+    rewards, truths = [r["reward"] for r in records], [r["truth"] for r in records]
     assert len(rewards) == 31 and all(math.isfinite(r) for r in rewards)
-    assert rewards[-1] > rewards[0] + 1.0 and result.optimised_reward > result.baseline_reward  # the proxy climbs
+    assert rewards[-1] > rewards[0] + 1.0 and summary["mean_gain"] > 0  # the proxy climbs
     assert truths[-1] < truths[0], truths  # what it stands for does not
+    assert summary["alarm"]["alarm"] == "hacking suspected", summary["alarm"]
+    fired = {c["check"] for c in summary["alarm"]["checks"] if c["fires"]}
+    assert "drift" in fired, summary["alarm"]
+    assert json.loads((tmp_path / "strong" / "summary.json").read_text())["alarm"] == summary["alarm"]
 
 
 def test_expert_iteration_on_the_debug_config_raises_heldout_truth(reward, tmp_path):

@@ -238,6 +238,12 @@ def test_cli_run_resume_and_refusal(tmp_path, capsys, generators, frozen_reward)
     config = load_config(DittoConfig, ROOT / "recipes/debug/ditto.yaml", [], iterations=2)
     direct = ditto(generators["stable-audio"], frozen_reward, PROMPTS[0], config=config)
     assert [r["reward"] for r in records[:3]] == pytest.approx([r.reward for r in direct.history], abs=1e-6)
+    # `align compare` reads the finished run: the optimised audio's reward and truth per prompt
+    assert align(["compare", str(out), "--out", str(tmp_path / "cmp.html")]) == 0
+    compared = json.loads((tmp_path / "cmp.json").read_text())["runs"][0]
+    assert compared["reward"]["mean"] == pytest.approx(summary["mean_optimised_reward"], abs=1e-9)
+    assert compared["truth"]["mean"] == pytest.approx(summary["mean_optimised_truth"], abs=1e-9)
+    assert compared["compute"]["generator_passes"] > 0 and compared["label"].startswith("DITTO 2 iterations")
     # 2. Rerunning the finished run is a no-op
     before = (out / "ditto.jsonl").read_bytes()
     assert align([*CLI_ARGS, "--out", str(out)]) == 0

@@ -231,11 +231,15 @@ def test_stable_audio_run_with_a_plain_reward(tiny_stable_audio_generator, tmp_p
     assert [r["round"] for r in rows] == [0, 1] and rows[1]["kept"] == 2 and rows[1]["heldout"] is False
     assert rows[0]["frechet_embedding"] == pytest.approx(0.0, abs=1e-9) and rows[1]["diversity"] is not None
     assert (tmp_path / "run" / "round_1" / "checkpoint" / "model_index.json").is_file()
-    # the sampling compute: round 0's eval, round 1's generate and eval phases, 2 prompts x 2 samples each
+    # the sampling compute: round 0's eval, round 1's generate and eval phases, 2 prompts x 2 samples each;
+    # the training compute: round 1's 2 steps of 2 examples, also in the round's done.json
     compute = json.loads((tmp_path / "run" / "run.json").read_text())["compute"]
     steps = generator.options(**config.generation).steps
     assert compute["generator_passes"] == 3 * 4 * steps and compute["reward_calls"] == 12
     assert compute["pass_unit"] == "nfe" and compute["generator_seconds"] > 0
+    assert compute["train_steps"] == 2 and compute["train_examples"] == 4 and compute["train_seconds"] > 0
+    done = json.loads((tmp_path / "run" / "round_1" / "done.json").read_text())
+    assert done["compute"]["train_seconds"] == compute["train_seconds"] and done["compute"]["train_steps"] == 2
 
 
 # -- configs ----------------------------------------------------------------------------------------
@@ -358,13 +362,29 @@ def test_crash_mid_training_resumes_to_identical_weights(reference_run, tmp_path
     with pytest.raises(Crash):
         run_expert_iteration(debug_musicgen().to("cpu"), debug_reward_model, train, config, out, meta,
                              heldout=heldout, callback=crash, scorers={"truth": truth})
-    assert torch.load(out / "round_1" / "train_state.pt", weights_only=True)["step"] == 8
+    saved = torch.load(out / "round_1" / "train_state.pt", weights_only=True)
+    assert saved["step"] == 8 and saved["train_seconds"] > 0
     rows = run_expert_iteration(debug_musicgen().to("cpu"), debug_reward_model, train, config, out, meta,
                                 heldout=heldout, scorers={"truth": truth})  # a fresh generator, as a new process would
     # load; the CLI run scores the debug world's truth beside the reward
     assert_same_weights(weights(out), weights(reference_run), atol=0.0)
     reference = [json.loads(line) for line in (reference_run / "metrics.jsonl").read_text().splitlines()]
     assert rows == reference, [{k for k in set(a) | set(b) if a.get(k) != b.get(k)} for a, b in zip(rows, reference)]
+    # training compute: the steps once, the seconds of both attempts (the crashed one's up to its last save)
+    trained = json.loads((out / "round_1" / "done.json").read_text())["compute"]
+    assert trained["train_steps"] == config.train_steps and trained["train_seconds"] > saved["train_seconds"]
+
+
+def test_compare_reads_the_last_rounds_heldout_samples_and_the_training_compute(reference_run, tmp_path):
+    assert run_main(["compare", str(reference_run), "--out", str(tmp_path / "cmp.html")]) == 0
+    compared = json.loads((tmp_path / "cmp.json").read_text())
+    last = json.loads((reference_run / "round_1" / "metrics.json").read_text())
+    assert compared["prompts"] == 1  # the held-out prompt
+    entry = compared["runs"][0]
+    assert entry["reward"]["mean"] == pytest.approx(last["eval_reward_mean"], abs=1e-9)
+    assert entry["truth"]["mean"] == pytest.approx(last["eval_truth_mean"], abs=1e-9)
+    assert entry["compute"]["train_steps"] == 40 and entry["compute"]["train_examples"] == 160
+    assert "40 steps, 160 examples" in (tmp_path / "cmp.html").read_text()
 
 
 def test_sigkill_mid_training_resumes_to_the_same_weights(reference_run, tmp_path, patched_reward):

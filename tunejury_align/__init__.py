@@ -33,6 +33,8 @@ _EXPORTS = {
     "SMCConfig": "tunejury_align.recipes.smc",
     "pruned_best_of_n": "tunejury_align.recipes.best_of_n_prune",
     "Compute": "tunejury_align.recipes.compute",
+    "load_judges": "tunejury_align.reward.judges",
+    "judge_scorers": "tunejury_align.reward.judges",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -18,6 +18,7 @@ from .common import (
     load_models,
     printable,
     read_prompts,
+    run_scorers,
 )
 from .progress import Progress, say
 
@@ -36,13 +37,17 @@ def add_parser(commands) -> None:
     parser.add_argument("--save-all", action="store_true", help="write every candidate's audio, not only winners")
     parser.add_argument("--prune", action="store_true",
                         help="MusicGen: early pruning (score prefixes at prune_at, keep prune_keep of the streams)")
+    parser.add_argument("--select", choices=("reward", "judges-mean", "lcb"),
+                        help="keep the candidate with the best reward (default), judges' mean, or lower confidence "
+                             "bound over reward and judges (lcb_k=...); the last two need --judges")
     add_reward_options(parser)
     parser.set_defaults(handler=cmd_best_of_n)
 
 
 def cmd_best_of_n(args) -> int:
     from ..config import load_config
-    from ..debug import TRUTH_LABEL, world_scorers
+    from ..debug import TRUTH_LABEL
+    from ..recipes.alarm import alarm_line
     from ..recipes.best_of_n_run import run_best_of_n
     from ..report import build_report
     from ..rundir import run_meta
@@ -50,7 +55,8 @@ def cmd_best_of_n(args) -> int:
     # 1. Everything that can be wrong is checked before any generation starts.
     prompts = read_prompts(args)
     config = load_config(BestOfNConfig, args.config, args.overrides, n=args.n,
-                         save_all=True if args.save_all else None, prune=True if args.prune else None)
+                         save_all=True if args.save_all else None, prune=True if args.prune else None,
+                         select=args.select)
     processes = distributed_state()
     out = check_output_dir(args.out, is_main=processes.is_main)
     say(f"best-of-n: {len(prompts)} prompt(s) x {config.n} candidate(s) = {len(prompts) * config.n} generations "
@@ -60,13 +66,17 @@ def cmd_best_of_n(args) -> int:
                                     processes=processes)
     # 2. Run (resuming whatever the folder already holds).
     meta = run_meta("best-of-n", config, prompts, generator, reward)
+    scorers = run_scorers(args, generator, reward, meta)
+    if config.select != "reward" and "judges" not in meta:
+        raise UsageError(f"select={config.select} ranks by held-out judges: give them with --judges (e.g. --judges "
+                         "debug with the debug reward)")
     if config.prune:
-        return run_pruned(generator, reward, prompts, config, out, meta, processes)
+        return run_pruned(generator, reward, prompts, config, out, meta, processes, scorers)
     shard = len(range(processes.rank, len(prompts), processes.world_size)) * config.n
     with Progress("best-of-n", shard, "candidates", enabled=processes.is_main) as bar:
         summary = run_best_of_n(generator, reward, prompts, config, out, meta, rank=processes.rank,
                                 world_size=processes.world_size, barrier=processes.barrier, progress=bar.update,
-                                scorers=world_scorers(generator))
+                                scorers=scorers, reference=args.reference)
     # 3. Report.
     if summary is not None:
         report = build_report(out)
@@ -80,6 +90,8 @@ def cmd_best_of_n(args) -> int:
             print(line)
         if truth:
             print(f"  (truth: the {TRUTH_LABEL}, tunejury_align.debug.truth; higher is better)")
+        if "alarm" in summary:
+            print(alarm_line(summary["alarm"]))
         print(f"report: {printable(report)}")
     return EXIT_OK
 
@@ -88,8 +100,7 @@ def interval_text(point: dict) -> str:
     return f"  [{point['low']:.3f}, {point['high']:.3f}]" if "low" in point else ""
 
 
-def run_pruned(generator, reward, prompts, config, out, meta, processes) -> int:
-    from ..debug import world_scorers
+def run_pruned(generator, reward, prompts, config, out, meta, processes, scorers) -> int:
     from ..recipes.best_of_n_prune import check_prunable
     from ..recipes.best_of_n_prune_run import run_pruned_best_of_n
     from ..report import build_report
@@ -102,7 +113,7 @@ def run_pruned(generator, reward, prompts, config, out, meta, processes) -> int:
     with Progress("best-of-n --prune", shard, "prompts", enabled=processes.is_main) as bar:
         summary = run_pruned_best_of_n(generator, reward, prompts, config, out, meta, rank=processes.rank,
                                        world_size=processes.world_size, barrier=processes.barrier,
-                                       progress=bar.update, scorers=world_scorers(generator))
+                                       progress=bar.update, scorers=scorers)
     if summary is not None:
         label = DEBUG_LABEL if summary["debug"] else ""
         winner, compute = summary["mean_winner_score"], summary["compute"]

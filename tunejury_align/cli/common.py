@@ -62,6 +62,9 @@ def add_reward_options(parser: argparse.ArgumentParser) -> None:
                        help="torch device: cpu, cuda, cuda:1, or auto (CUDA when available; default: %(default)s)")
     group.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                        help="encoder compute dtype (the head stays float32; default: %(default)s)")
+    group.add_argument("--judges", action="append", metavar="SPEC[,SPEC...]",
+                       help="held-out heads scored beside the reward on its own features: hub owner/repo/FILE.pt, a "
+                            "local .pt file or a folder of them, or 'debug' (the debug world's judges); repeatable")
 
 
 def load_reward(args):
@@ -84,6 +87,32 @@ def load_reward(args):
                                           protocol=args.protocol, device=device, dtype=dtype)
 
 
+def load_judges_for(args, reward) -> list:
+    """The ``--judges`` heads, checked against the reward's encoders (a :class:`UsageError` otherwise)."""
+    from ..reward.head import CheckpointError
+    from ..reward.judges import JudgeError, load_judges
+
+    try:
+        return load_judges(getattr(args, "judges", None), reward)
+    except (JudgeError, CheckpointError, FileNotFoundError) as err:
+        raise UsageError(f"--judges: {err}") from err
+
+
+def run_scorers(args, generator, reward, meta: dict | None = None) -> dict:
+    """What every recipe records beside the reward: the debug world's truth (debug generators) and the judges'
+    scores (``judge_<name>``); the judges are written into ``meta`` (a resume must use the same ones)."""
+    from ..debug import world_scorers
+    from ..reward.judges import judge_scorers
+
+    reference = getattr(args, "reference", None)
+    if reference is not None and not Path(reference).is_dir():
+        raise UsageError(f"--reference {reference} is not a folder; give a folder of audio files")
+    judges = load_judges_for(args, reward)
+    if judges and meta is not None:
+        meta["judges"] = [judge.info() for judge in judges]
+    return {**world_scorers(generator), **judge_scorers(reward, judges)}
+
+
 # -- the run arguments ---------------------------------------------------------------------------
 def add_run_options(parser: argparse.ArgumentParser, *, generator_help: str, config_example: str,
                     override_example: str) -> None:
@@ -96,6 +125,9 @@ def add_run_options(parser: argparse.ArgumentParser, *, generator_help: str, con
                                help="prompt(s) given inline; repeat the flag or list several after it")
     parser.add_argument("--out", required=True, help="output folder (created; an existing run there is resumed)")
     parser.add_argument("--config", help=f"YAML config, e.g. {config_example}")
+    parser.add_argument("--reference", metavar="DIR",
+                        help="folder of audio (e.g. real music) the hacking alarm's distribution checks compare the "
+                             "kept outputs with (default: the run's own baseline)")
 
 
 def split_overrides_from_prompts(args) -> None:

@@ -18,6 +18,7 @@ from .common import (
     load_models,
     printable,
     read_prompts,
+    run_scorers,
 )
 from .progress import Progress, say
 
@@ -48,8 +49,9 @@ def add_parser(commands) -> None:
 
 def cmd_ditto(args) -> int:
     from ..config import load_config
-    from ..debug import TRUTH_LABEL, world_scorers
+    from ..debug import TRUTH_LABEL
     from ..generators import as_diffusion_generator
+    from ..recipes.alarm import alarm_line
     from ..recipes.ditto import DittoOutOfMemoryError
     from ..recipes.ditto_run import ditto_run_meta, run_ditto
     from ..report import build_report
@@ -66,10 +68,11 @@ def cmd_ditto(args) -> int:
                                     wrap=as_diffusion_generator)
     # 2. Run (resuming whatever the folder already holds).
     meta = ditto_run_meta(config, prompts, generator, reward)
+    scorers = run_scorers(args, generator, reward, meta)
     with Progress("ditto", len(prompts) * (config.iterations + 1), "iterates") as bar:
         try:
             summary = run_ditto(generator, reward, prompts, config, out, meta, progress=bar.update,
-                                scorers=world_scorers(generator))
+                                scorers=scorers, reference=args.reference)
         except DittoOutOfMemoryError as err:
             bar.close()
             print(f"error: {err} The prompts finished so far stay in {printable(out)}; checkpoint_steps and "
@@ -90,5 +93,7 @@ def cmd_ditto(args) -> int:
         print(f"  mean gain: reward {summary['mean_gain']:+.4f}{truth}")
         if truth:
             print(f"  (truth: the {TRUTH_LABEL}, tunejury_align.debug.truth; higher is better)")
+    if "alarm" in summary:
+        print(alarm_line(summary["alarm"]))
     print(f"report: {printable(build_report(out))}")
     return EXIT_OK

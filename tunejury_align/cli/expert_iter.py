@@ -20,6 +20,7 @@ from .common import (
     printable,
     read_prompts,
     read_prompts_from,
+    run_scorers,
 )
 from .progress import Phases, say
 
@@ -60,9 +61,12 @@ def add_parser(commands) -> None:
 
 
 def cmd_expert_iter(args) -> int:
+    import json
+
     from ..config import load_config
-    from ..debug import TRUTH_LABEL, world_scorers
+    from ..debug import TRUTH_LABEL
     from ..generators import trainer_for
+    from ..recipes.alarm import alarm_line
     from ..recipes.expert_iter import split_prompts
     from ..recipes.expert_iter_run import expert_iter_run_meta, run_expert_iteration
     from ..report import build_report
@@ -102,11 +106,13 @@ def cmd_expert_iter(args) -> int:
                                   kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
     # 2. Run (resuming whatever the folder already holds).
     meta = expert_iter_run_meta(config, prompts, heldout, generator, reward)
+    scorers = run_scorers(args, generator, reward, meta)
     bars = Phases(lambda phase: "steps" if phase.endswith("train") else "samples", enabled=processes.is_main)
     try:
         rows = run_expert_iteration(generator, reward, prompts, config, out, meta, heldout=heldout,
                                     rank=processes.rank, world_size=world_size, barrier=processes.barrier,
-                                    accelerator=accelerator, progress=bars, scorers=world_scorers(generator))
+                                    accelerator=accelerator, progress=bars, scorers=scorers,
+                                    reference=args.reference)
     finally:
         bars.close()
     # 3. Report.
@@ -127,6 +133,7 @@ def cmd_expert_iter(args) -> int:
         if truth:
             print(f"  (eval truth: the {TRUTH_LABEL} of fresh held-out samples, tunejury_align.debug.truth)")
         print(f"  checkpoints: {printable(out / f'round_{config.rounds}' / 'checkpoint')} (from_pretrained)")
+        print(alarm_line(json.loads((out / "summary.json").read_text())["alarm"]))
         print(f"report: {printable(build_report(out))}")
     return EXIT_OK
 

@@ -12,7 +12,7 @@ def add_parser(commands) -> None:
     report.set_defaults(handler=cmd_report)
     compare = commands.add_parser("compare", help="mean reward (and truth) vs compute of several runs on the same "
                                                   "prompts: one HTML page and a JSON file")
-    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished best-of-n / smc run folders")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished best-of-n, smc, ditto or expert-iter run folders")
     compare.add_argument("--out", default="compare.html", help="the page (the .json beside it; default %(default)s)")
     compare.set_defaults(handler=cmd_compare)
 

@@ -16,6 +16,7 @@ from .common import (
     UsageError,
     add_reward_options,
     display_width,
+    load_judges_for,
     load_reward,
     pad,
     printable,
@@ -24,7 +25,6 @@ from .progress import Progress, say
 
 logger = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus"}
 
 
 def add_parser(commands) -> None:
@@ -46,6 +46,8 @@ def collect_audio_files(inputs: list[str]) -> list[tuple[Path, str | None]]:
     """``(path, error)`` per file to score: each file given, the audio files of each folder (recursively),
     and ``(folder, "... no audio files ...")`` for a folder holding none (its own error row). Only when no
     input yields a file is it a :class:`UsageError`."""
+    from ..reward.probes import AUDIO_SUFFIXES
+
     entries: list[tuple[Path, str | None]] = []
     for item in inputs:
         path = Path(item)
@@ -98,6 +100,7 @@ def prompt_for(file: Path, mapping: dict[str, str]) -> str | None:
 
 
 def cmd_score(args) -> int:
+    from ..reward.judges import JUDGE_PREFIX, judge_scorers
     from ..reward.percentiles import collection_names
 
     # 1. Inputs, prompts and calibration are checked before the reward loads.
@@ -114,14 +117,17 @@ def cmd_score(args) -> int:
         calibration = load_calibration_offset(args)
     say(f"scoring {len(files)} file(s) with the reward {printable(args.reward)}")
     reward = load_reward(args)
+    judges = judge_scorers(reward, load_judges_for(args, reward))
     names = collection_names()
     # 2. Score file after file; each result is printed (and flushed) as soon as it is known.
-    table = None if args.json else ScoreTable([printable(str(file)) for file, _ in entries], names, reward.is_debug)
+    table = None if args.json else ScoreTable([printable(str(file)) for file, _ in entries], names, reward.is_debug,
+                                              [name[len(JUDGE_PREFIX):] for name in judges])
     failed = 0
     with Progress("scoring", len(files), "files") as progress:
         for file, error in entries:
             prompt = (prompt_for(file, mapping) if args.prompts_file else args.prompt or "") if error is None else None
-            record = (score_one(reward, file, prompt, calibration, truth=reward.is_debug) if error is None
+            record = (score_one(reward, file, prompt, calibration, truth=reward.is_debug, judges=judges)
+                      if error is None
                       else {"file": str(file), "error": error})
             record["reward"] = "debug" if reward.is_debug else args.reward
             if reward.is_debug:
@@ -141,18 +147,26 @@ def cmd_score(args) -> int:
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
-def score_one(reward, file: Path, prompt: str, calibration: float | None, truth: bool = False) -> dict:
+def score_one(reward, file: Path, prompt: str, calibration: float | None, truth: bool = False,
+              judges: dict | None = None) -> dict:
     """One file's record: its score and percentiles (and any warning about how it was read), or its
     error. Any failure is this file's error; the other files are still scored. ``truth``: also the
-    debug world's truth of the file (with the debug reward)."""
-    from ..reward.audio import AudioError, AudioWarning
+    debug world's truth of the file (with the debug reward); ``judges``: each judge's score (``judge_<name>``),
+    from the reward's own features of the file (no second encoder pass)."""
+    import torch
+
+    from ..reward.audio import AudioError, AudioWarning, read_audio
     from ..reward.percentiles import percentiles
 
     record: dict = {"file": str(file), "prompt": prompt}
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", AudioWarning)
-            score = reward.score_files([file], [prompt])[0]
+            wave, sample_rate = read_audio(file)
+        audio = wave.unsqueeze(0)
+        with torch.inference_mode():  # the numbers of reward.score_files: forward on the decoded waveform
+            score = float(reward(audio, sample_rate, [prompt])[0])
+            record.update({name: float(fn(audio, sample_rate, [prompt])[0]) for name, fn in (judges or {}).items()})
         for warning in caught:
             if issubclass(warning.category, AudioWarning):
                 record["warning"] = str(warning.message)
@@ -164,10 +178,8 @@ def score_one(reward, file: Path, prompt: str, calibration: float | None, truth:
         record["percentiles"] = percentiles(score)
         if truth:
             from ..debug import truth as debug_truth
-            from ..reward.audio import read_audio
 
-            wave, sample_rate = read_audio(file)
-            record["truth"] = float(debug_truth(wave.unsqueeze(0), sample_rate, [prompt])[0])
+            record["truth"] = float(debug_truth(audio, sample_rate, [prompt])[0])
     except AudioError as err:
         record["error"] = str(err) if str(file) in str(err) else f"{file}: {err}"
     except Exception as err:  # any other per-file failure is named; it never ends the other files' scores
@@ -206,12 +218,13 @@ class ScoreTable:
     """The score table, one row at a time: the column widths are fixed up front from the known file
     names (display width: a CJK character takes two columns), so rows can be printed as they come."""
 
-    def __init__(self, files: list[str], names: dict[str, str], debug: bool):
-        self.names, self.debug = names, debug
-        self.header = ["file", "score"] + (["truth"] if debug else []) + [f"%{names[k]}" for k in names]
+    def __init__(self, files: list[str], names: dict[str, str], debug: bool, judges: list[str] = ()):
+        self.names, self.debug, self.judges = names, debug, list(judges)
+        extra = (["truth"] if debug else []) + self.judges
+        self.header = ["file", "score"] + extra + [f"%{names[k]}" for k in names]
         score_width = len("-0.0000 (debug)" if debug else "-0.0000")
-        self.widths = ([max([4, *map(display_width, files)]), score_width] + ([len("-0.0000")] if debug else [])
-                       + [max(len(h), 5) for h in self.header[2 + debug:]])
+        self.widths = ([max([4, *map(display_width, files)]), score_width] + [max(len(h), 7) for h in extra]
+                       + [max(len(h), 5) for h in self.header[2 + len(extra):]])
         lines = [f"# {DEBUG_NOTE}"] if debug else []
         print("\n".join([*lines, self.format(self.header)]), flush=True)
 
@@ -223,11 +236,14 @@ class ScoreTable:
             return self.format([printable(record["file"]), "ERROR"])
         score = f"{record['score']:.4f}" + (" (debug)" if self.debug else "")
         truth = [f"{record['truth']:.4f}"] if self.debug else []
-        return self.format([printable(record["file"]), score, *truth]
+        judged = [f"{record['judge_' + name]:.4f}" for name in self.judges]  # judges.JUDGE_PREFIX
+        return self.format([printable(record["file"]), score, *truth, *judged]
                            + [f"{record['percentiles'][k]:.1f}" for k in self.names])
 
     def footer(self) -> str:
         truth = ("\n# truth: the debug world's truth of the file (tunejury_align.debug.truth), which the debug "
                  "reward is a learned proxy of") if self.debug else ""
+        judged = ("\n# " + ", ".join(self.judges) + ": held-out judges' scores of the file, from the reward's own "
+                  "features") if self.judges else ""
         return ("# %<collection>: percentile among the published scores of that collection "
-                "(empty prompt, release protocol)" + truth)
+                "(empty prompt, release protocol)" + truth + judged)

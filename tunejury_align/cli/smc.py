@@ -18,6 +18,7 @@ from .common import (
     load_models,
     printable,
     read_prompts,
+    run_scorers,
 )
 from .progress import Progress, say
 
@@ -43,7 +44,7 @@ def add_parser(commands) -> None:
 
 def cmd_smc(args) -> int:
     from ..config import load_config
-    from ..debug import TRUTH_LABEL, world_scorers
+    from ..debug import TRUTH_LABEL
     from ..generators import as_diffusion_generator
     from ..recipes.smc_run import run_smc
     from ..report import build_report
@@ -62,11 +63,12 @@ def cmd_smc(args) -> int:
                                     processes=processes, wrap=as_diffusion_generator)
     # 2. Run (resuming whatever the folder already holds).
     meta = run_meta("smc", config, prompts, generator, reward)
+    scorers = run_scorers(args, generator, reward, meta)
     shard = len(range(processes.rank, len(prompts), processes.world_size))
     with Progress("smc", shard, "prompts", enabled=processes.is_main) as bar:
         summary = run_smc(generator, reward, prompts, config, out, meta, rank=processes.rank,
                           world_size=processes.world_size, barrier=processes.barrier, progress=bar.update,
-                          scorers=world_scorers(generator))
+                          scorers=scorers)
     # 3. Report.
     if summary is not None:
         label = DEBUG_LABEL if summary["debug"] else ""

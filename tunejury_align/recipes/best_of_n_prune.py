@@ -71,7 +71,7 @@ def prune_prompt(generator, reward: Callable, prompt: str, prompt_index: int, co
         return audio
 
     def score(audio: torch.Tensor) -> np.ndarray:
-        with compute.timing("encoder"), torch.no_grad():
+        with compute.timing("encoder"), torch.inference_mode():
             values = reward(audio, generator.sample_rate, [reward_text] * len(audio))
         compute.reward_calls += len(audio)
         return values.detach().float().cpu().numpy()
@@ -90,7 +90,7 @@ def prune_prompt(generator, reward: Callable, prompt: str, prompt_index: int, co
     extras = {}
     for name, fn in (scorers or {}).items():
         extras[name] = np.full(config.n, np.nan)
-        with torch.no_grad():
+        with torch.inference_mode():
             extras[name][alive] = fn(audio, generator.sample_rate, [prompt] * len(alive)).detach().float().cpu().numpy()
     top = int(np.argmax(final))  # the earliest candidate wins ties
     return PrunedPrompt(prompt_index, scores, stages, alive[top], audio[top], dict(zip(alive, audio)), compute,

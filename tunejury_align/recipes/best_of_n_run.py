@@ -24,6 +24,7 @@ import torch
 
 from ..rundir import (
     atomic_write_audio,
+    atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     holds_run_lock,
@@ -36,6 +37,7 @@ from ..rundir import (
     require_complete,
     score_matrix,
 )
+from .alarm_run import best_of_n_alarm
 from .best_of_n import BestOfNConfig, Unit, best_of_n, summarize
 from .compute import logged_compute, record_run_compute
 
@@ -62,9 +64,11 @@ def run_best_of_n(
     barrier: Callable[[], None] = lambda: None,
     progress: Callable[[int], None] | None = None,
     scorers: dict[str, Callable] | None = None,
+    reference: Path | None = None,
 ) -> dict | None:
     """Run (or resume) best-of-N into ``out``; this process takes prompts ``rank::world_size``.
-    ``scorers`` add per-candidate scores beside the reward (e.g. ``{"truth": debug.truth}``).
+    ``scorers`` add per-candidate scores beside the reward (e.g. ``{"truth": debug.truth}``, held-out judges);
+    ``reference``: a folder of audio the distribution checks compare the winners with (default: candidate 0s).
     Returns the summary on rank 0 (after merging every process's log), ``None`` elsewhere."""
     out = Path(out)
     prepare_run_dir(out, meta, is_main=rank == 0)
@@ -77,10 +81,10 @@ def run_best_of_n(
     def on_unit(unit: Unit, audio: torch.Tensor, scores: torch.Tensor, extras: dict) -> None:
         sample_rate = generator.sample_rate
         for c, clip in zip(unit.candidates, audio):
-            if config.save_all or c == 0:  # candidate 0 (the N=1 baseline) always, for comparison
+            if saves_all(config) or c == 0:  # candidate 0 (the N=1 baseline) always, for comparison
                 atomic_write_audio(out / candidate_path(unit.prompt_index, c), clip, sample_rate)
-        top = int(torch.argmax(scores))
-        if float(scores[top]) > best.get(unit.prompt_index, -np.inf):  # earliest candidate wins ties
+        top = int(torch.argmax(scores))  # judges' picks (select) are known once a prompt is done: write_results
+        if config.select == "reward" and float(scores[top]) > best.get(unit.prompt_index, -np.inf):  # earliest wins ties
             best[unit.prompt_index] = float(scores[top])
             atomic_write_audio(out / winner_path(unit.prompt_index), audio[top], sample_rate)
         log_unit(out, rank, unit.prompt_index, unit.candidates, unit.seeds, scores, extras,
@@ -92,12 +96,20 @@ def run_best_of_n(
     barrier()
     if rank != 0:
         return None
-    return write_results(out, prompts, config, meta)
+    return write_results(out, prompts, config, meta, reward=reward, reference=reference)
 
 
-def write_results(out: Path, prompts: list[str], config: BestOfNConfig, meta: dict) -> dict:
+def saves_all(config: BestOfNConfig) -> bool:
+    """Every candidate's audio is written with ``save_all``, and when judges choose the winner (``select``): it is
+    known only once all the prompt's candidates are scored, possibly in another process or session."""
+    return config.save_all or config.select != "reward"
+
+
+def write_results(out: Path, prompts: list[str], config: BestOfNConfig, meta: dict, reward: Callable | None = None,
+                  reference: Path | None = None) -> dict:
     """Merge the progress logs into results.jsonl and curve.json (atomically), once every candidate has its
-    score (:class:`~tunejury_align.rundir.RunIncompleteError` otherwise)."""
+    score (:class:`~tunejury_align.rundir.RunIncompleteError` otherwise); with ``reward``, also the hacking alarm
+    (:mod:`.alarm`) into the summary and ``summary.json``."""
     scores = score_matrix(load_unit_scores(out, len(prompts), config.n), len(prompts), config.n)
     require_complete(out, missing_units(scores), scores.size, "candidate")
     extras = {name: score_matrix(values, len(prompts), config.n) for name, values in load_unit_extras(out).items()}
@@ -109,7 +121,9 @@ def write_results(out: Path, prompts: list[str], config: BestOfNConfig, meta: di
             if np.isnan(scores[p, c]):
                 continue
             is_winner = result.winners[p] == c
-            path = candidate_path(p, c) if config.save_all or c == 0 else (winner_path(p) if is_winner else None)
+            path = candidate_path(p, c) if saves_all(config) or c == 0 else (winner_path(p) if is_winner else None)
+            if is_winner and config.select != "reward":
+                atomic_write_bytes(out / winner_path(p), (out / candidate_path(p, c)).read_bytes())
             lines.append(json.dumps({
                 "prompt_index": p, "prompt": prompt, "candidate": c, "seed": config.base_seed + c,
                 "score": float(scores[p, c]), "winner": is_winner, "path": path, **models,
@@ -117,10 +131,16 @@ def write_results(out: Path, prompts: list[str], config: BestOfNConfig, meta: di
             }, sort_keys=True))
     atomic_write_text(out / "results.jsonl", "\n".join(lines) + "\n")
     summary = {"curve": result.curve, "prompts": len(prompts), "n": config.n, "debug": is_debug(meta),
-               "mean_winner_score": float(np.nanmax(scores, axis=1).mean()) if lines else None}
+               "select": config.select,
+               "mean_winner_score": float(np.mean(result.winner_scores)) if lines else None}
     if result.extra_curves:
         summary["extra_curves"] = result.extra_curves  # each scorer's value at the reward's pick
     summary["compute"] = logged_compute(out).counts()  # the seconds go to run.json (they differ between reruns)
     atomic_write_json(out / "curve.json", summary)
     record_run_compute(out, logged_compute(out))
+    if reward is not None:
+        def paths(p: int, c: int) -> str:
+            return winner_path(p) if c < 0 else candidate_path(p, c)
+
+        summary = best_of_n_alarm(out, reward, prompts, scores, extras, result.winners, summary, paths, reference)
     return summary

@@ -1,6 +1,7 @@
 """What a run spent, recorded by every recipe: generator forward passes (denoiser evaluations for the
 diffusion families, decoder tokens for MusicGen), reward calls (clips scored, intermediate ones included),
-seconds in the reward (its encoders and head) and seconds in the generator (sampling and decoding).
+seconds in the reward (its encoders and head) and seconds in the generator (sampling and decoding); for
+expert iteration also the fine-tuning: optimizer steps, training examples (steps x global batch) and seconds.
 
 Forward passes are counted per item: one guided denoiser call on one particle is one NFE (the guided and
 unguided halves of classifier-free guidance count as one), one MusicGen decoder step of one stream is one
@@ -23,6 +24,9 @@ class Compute:
     reward_calls: int = 0  # clips the reward scored
     encoder_seconds: float = 0.0  # wall time inside reward calls (CLAP + MERT encoders and the head)
     generator_seconds: float = 0.0  # wall time inside the generator (sampling, decoding)
+    train_steps: int = 0  # optimizer steps (expert iteration's fine-tuning)
+    train_examples: int = 0  # training examples seen: steps x global batch (forward + backward each)
+    train_seconds: float = 0.0  # wall time of the fine-tuning (a resumed round: every attempt's steps)
 
     def add(self, other: Compute | dict | None) -> Compute:
         if other is None:
@@ -35,6 +39,9 @@ class Compute:
         self.reward_calls += other.reward_calls
         self.encoder_seconds += other.encoder_seconds
         self.generator_seconds += other.generator_seconds
+        self.train_steps += other.train_steps
+        self.train_examples += other.train_examples
+        self.train_seconds += other.train_seconds
         return self
 
     def as_dict(self) -> dict:

@@ -10,7 +10,9 @@ Folder layout::
     baseline/p<IIII>.wav   iterate 0: what the generator gives for the seed
     optimised/p<IIII>.wav  the best iterate
     noise/p<IIII>.pt       the best iterate's initial noise, (1, *latent) float32 (torch.save)
-    done/p<IIII>.json      the prompt's summary; written last, it marks the prompt finished
+    draws/p<IIII>.pt       with judges: the reward's embeddings of 4 plain draws (other seeds), for the alarm
+    done/p<IIII>.json      the prompt's summary (with judges: the plain draws' scores); written last, it marks
+                           the prompt finished
     summary.json           all finished prompts: rewards before / after, mean gain
 
 Rerunning the same command skips the finished prompts. A prompt interrupted half-way is redone from
@@ -25,7 +27,10 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from ..generators import as_diffusion_generator
+from ..reward.judges import judge_names
 from ..rundir import (
     append_jsonl,
     atomic_write_audio,
@@ -39,7 +44,8 @@ from ..rundir import (
     run_meta,
     save_tensor,
 )
-from .compute import record_run_compute, total
+from .alarm_run import ditto_alarm
+from .compute import Compute, record_run_compute, total
 from .ditto import MEMORY_SETTINGS, DittoConfig, DittoResult, IterationRecord, ditto
 
 logger = logging.getLogger(__name__)
@@ -57,6 +63,10 @@ def done_path(prompt_index: int) -> str:
 
 def audio_path(kind: str, prompt_index: int) -> str:
     return f"{kind}/p{prompt_index:04d}.wav"
+
+
+def draws_path(prompt_index: int) -> str:
+    return f"draws/p{prompt_index:04d}.pt"
 
 
 def noise_path(prompt_index: int) -> str:
@@ -80,7 +90,35 @@ def drop_unfinished_records(out: Path, finished: set[int]) -> None:
         rewrite_jsonl(log, keep)
 
 
-def save_prompt(out: Path, prompt_index: int, result: DittoResult, config: DittoConfig) -> dict:
+#: unoptimised draws per prompt (other seeds) scored beside iterate 0 when judges are recorded: the hacking alarm
+#: measures how much of a reward difference the judges see on samples nobody optimised (``alarm.py``)
+ALARM_DRAWS = 4
+
+
+def baseline_draws(generator, reward: Callable, prompt: str, config: DittoConfig, scorers: dict) -> dict | None:
+    """``{"seeds", "reward", <scorer>: [...]}`` of :data:`ALARM_DRAWS` plain samples (seeds after ``config.seed``,
+    the generation options of iterate 0) when ``scorers`` hold judges; their compute under ``"compute"``."""
+    if not judge_names(scorers or {}):
+        return None
+    seeds = [config.seed + 1 + k for k in range(ALARM_DRAWS)]
+    compute = Compute(pass_unit="nfe", reward_calls=len(seeds),
+                      generator_passes=int(config.sampler_steps) * len(seeds))
+    text = {"prompt": prompt, "generation": config.prompt_prefix + prompt, "empty": ""}[config.reward_prompt]
+    with compute.timing("generator"):
+        audio = generator.generate([config.prompt_prefix + prompt] * len(seeds), seeds, **config.generation_options())
+    with torch.inference_mode():
+        with compute.timing("encoder"):
+            draws = {"seeds": seeds, "reward": reward(audio, generator.sample_rate, [text] * len(seeds)).float().tolist()}
+        draws.update({name: fn(audio, generator.sample_rate, [prompt] * len(seeds)).float().tolist()
+                      for name, fn in scorers.items()})
+        blocks = [b for b in getattr(getattr(reward, "spec", None), "blocks", ()) if b != "text"]
+        embeddings = {b: v.float().cpu() for b, v in reward.cached_audio_blocks(
+            audio, generator.sample_rate, blocks).items()} if blocks else {}  # the reward's own features: no pass
+    return {**draws, "compute": compute.as_dict(), "embeddings": embeddings}
+
+
+def save_prompt(out: Path, prompt_index: int, result: DittoResult, config: DittoConfig,
+                draws: dict | None = None) -> dict:
     """Write the prompt's audio and noise, then its done marker (the commit point)."""
     atomic_write_audio(out / audio_path("baseline", prompt_index), result.baseline_audio, result.sample_rate)
     atomic_write_audio(out / audio_path("optimised", prompt_index), result.optimised_audio, result.sample_rate)
@@ -93,8 +131,14 @@ def save_prompt(out: Path, prompt_index: int, result: DittoResult, config: Ditto
         "peak_memory": max(r.peak_memory for r in result.history), "memory_kind": result.memory_kind,
         **{key: getattr(config, key) for key in MEMORY_SETTINGS},
         "baseline": audio_path("baseline", prompt_index), "optimised": audio_path("optimised", prompt_index),
-        "noise": noise_path(prompt_index), "compute": result.compute.as_dict(),
+        "noise": noise_path(prompt_index),
+        "compute": result.compute.add(draws and draws.pop("compute")).as_dict(),
     }
+    if draws is not None:
+        embeddings = draws.pop("embeddings")
+        if embeddings:
+            save_tensor(out / draws_path(prompt_index), embeddings)
+        summary["plain_draws"] = {**draws, "embeddings": draws_path(prompt_index) if embeddings else None}
     for name, value in result.baseline_extras.items():  # e.g. the debug world's truth, before and after
         summary[f"baseline_{name}"], summary[f"optimised_{name}"] = value, result.optimised_extras[name]
     atomic_write_json(out / done_path(prompt_index), summary)
@@ -112,8 +156,10 @@ def run_ditto(
     *,
     progress: Callable[[int], None] | None = None,
     scorers: dict[str, Callable] | None = None,
+    reference: Path | None = None,
 ) -> dict:
-    """Run (or resume) DITTO on every prompt into ``out``; returns the summary (also ``summary.json``).
+    """Run (or resume) DITTO on every prompt into ``out``; returns the summary (also ``summary.json``, with the
+    hacking alarm; ``reference``: a folder of audio for its distribution checks, default the baselines).
     ``progress(k)`` is called with the number of iterates scored (``iterations + 1`` per skipped prompt)."""
     # 1. Folder: refuse a run made with other settings; forget partial work
     out = Path(out)
@@ -136,17 +182,20 @@ def run_ditto(
                 progress(1)
 
         result = ditto(generator, reward, prompt, config=config, on_iteration=on_iteration, scorers=scorers)
-        save_prompt(out, prompt_index, result, config)
+        save_prompt(out, prompt_index, result, config, baseline_draws(generator, reward, prompt, config, scorers))
         logger.info("prompt %d: reward %.4f -> %.4f (best iterate %d)", prompt_index, result.baseline_reward,
                     result.optimised_reward, result.best_iteration)
 
     # 3. Summary of every finished prompt, once every prompt is
     unfinished = set(range(len(prompts))) - finished_prompts(out, len(prompts))
     require_complete(out, {p: [] for p in unfinished}, len(prompts), "prompt")
-    return write_summary(out, prompts, meta)
+    return write_summary(out, prompts, meta, reward=reward, reference=reference)
 
 
-def write_summary(out: Path, prompts: list[str], meta: dict) -> dict:
+def write_summary(out: Path, prompts: list[str], meta: dict, reward: Callable | None = None,
+                  reference: Path | None = None) -> dict:
+    """``summary.json``: every finished prompt's rewards before / after, the mean gains; with ``reward``, once
+    every prompt is done, the hacking alarm (:mod:`.alarm`)."""
     rows = [json.loads((out / done_path(p)).read_text()) for p in sorted(finished_prompts(out, len(prompts)))]
     count = len(rows)
     summary = {
@@ -167,6 +216,8 @@ def write_summary(out: Path, prompts: list[str], meta: dict) -> dict:
     atomic_write_json(out / "summary.json", summary)
     if count == len(prompts):
         record_run_compute(out, total(r.get("compute") for r in rows))
+        if reward is not None:
+            summary = ditto_alarm(out, reward, prompts, rows, summary, audio_path, reference)
     return summary
 
 

@@ -17,14 +17,14 @@ Folder layout::
         done.json                 written last: the round's training is finished
         eval/                     held-out samples: .progress/, embeddings/p<PPPP>_c<CCC>.pt (the reward's
                                   CLAP-audio | MERT features), audio/ (sample 0 always, all with save_audio)
-        metrics.json              mean reward of fresh held-out samples, kept fraction, Frechet
-                                  distances to round 0 (CLAP / MERT embeddings), diversity
+        metrics.json              mean reward (and judges, truth) of fresh held-out samples, kept fraction,
+                                  Frechet distances to round 0 (CLAP / MERT embeddings), diversity
+    summary.json                  the hacking alarm (round 0 -> last round; :mod:`.alarm`)
 
-Round r (1-based) generates with round r-1's checkpoint (round 0: the given generator), filters,
-trains and checkpoints; then every round's checkpoint is evaluated on the held-out prompts with the
-same seeds. Rerunning the same command continues where it stopped: finished units, steps (from the
-last ``train_state.pt``) and rounds are not redone, and the weights equal an uninterrupted run's.
-A larger ``rounds`` continues a finished run from its last checkpoint.
+Round r (1-based) generates with round r-1's checkpoint (round 0: the given generator), filters, trains and
+checkpoints; then every round's checkpoint is evaluated on the held-out prompts with the same seeds. Rerunning
+the same command continues where it stopped: finished units, steps (from the last ``train_state.pt``) and rounds
+are not redone, and the weights equal an uninterrupted run's. A larger ``rounds`` continues a finished run.
 
 :func:`expert_iteration` is the one-call library API (a run folder of your choice, or a temporary
 one); :func:`run_expert_iteration` is what ``align expert-iter`` drives.
@@ -38,12 +38,14 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from ..generators import trainer_for
+from ..reward.judges import judges_mean
 from ..reward.metrics import frechet_distance, pairwise_cosine_diversity
 from ..rundir import (
     RunMismatchError,
@@ -64,8 +66,9 @@ from ..rundir import (
     save_tensor,
     score_matrix,
 )
+from .alarm_run import expert_iter_alarm
 from .best_of_n import BestOfNConfig, best_of_n
-from .compute import logged_compute, record_run_compute
+from .compute import Compute, logged_compute, record_run_compute, total
 from .expert_iter import ExpertIterConfig, select_kept, split_prompts
 from .finetune import fine_tune, train_data
 
@@ -189,8 +192,10 @@ def train_round(folder: Path, trainer, kept, prompts, config: ExpertIterConfig, 
     if progress and start:
         progress(phase, start, config.train_steps)
 
-    def save_state(snapshot: dict) -> None:
-        save_tensor(state_path, {**snapshot, "kept_sha256": digest})
+    began, spent = time.perf_counter(), float(state.get("train_seconds", 0.0)) if state is not None else 0.0
+
+    def save_state(snapshot: dict) -> None:  # the seconds so far travel with the state: a resume adds to them
+        save_tensor(state_path, {**snapshot, "kept_sha256": digest, "train_seconds": spent + time.perf_counter() - began})
 
     def on_step(step: int, loss: float, learning_rate: float) -> None:
         if rank == 0:
@@ -204,7 +209,9 @@ def train_round(folder: Path, trainer, kept, prompts, config: ExpertIterConfig, 
                         rank=rank, world_size=world_size, accelerator=accelerator)
     if summary["loss"] is None:  # resumed after the last step: the loss is in the log
         summary["loss"] = next((r["loss"] for r in reversed(read_jsonl(log_path, TRAIN_LOG_FIELDS))), None)
-    return summary
+    compute = Compute(train_steps=summary["steps"], train_examples=summary["steps"] * config.train_batch_size,
+                      train_seconds=spent + time.perf_counter() - began)
+    return {**summary, "compute": compute.as_dict()}
 
 
 def save_checkpoint(folder: Path, trainer) -> None:
@@ -230,6 +237,8 @@ def evaluate_round(folder: Path, generator, scorer: EmbeddingReward, prompts: li
                "eval_samples": int(scores.size)}
     for name, values in extras.items():
         metrics[f"eval_{name}_mean"], metrics[f"eval_{name}_std"] = float(values.mean()), float(values.std())
+    if (judged := judges_mean(extras)) is not None:  # held-out judges' mean (the report draws it by the reward)
+        metrics["eval_judges_mean"] = float(judged.mean())
     if not scorer.blocks:
         return metrics
 
@@ -334,15 +343,15 @@ def run_expert_iteration(
     progress: Progress | None = None,
     callback: Callable[[int, int, float], None] | None = None,
     scorers: dict[str, Callable] | None = None,
+    reference: Path | None = None,
 ) -> list[dict] | None:
     """Run (or resume) expert iteration on the training ``prompts`` into ``out``; evaluate on
     ``heldout`` (or on ``prompts`` when none). Returns the per-round metrics on rank 0, else ``None``.
 
-    ``embed(audio, sample_rate) -> (B, D)``: the embedding for the fidelity metrics when ``reward``
-    is not a TuneJury reward. ``world_size > 1`` needs an ``accelerate.Accelerator``.
-    ``callback(round, step, loss)`` is called after each optimizer step. ``scorers`` (name -> ``fn(audio,
-    sample_rate, prompts) -> (B,)``, e.g. the debug world's truth) score every sample beside the reward and
-    give each round ``eval_<name>_mean`` on the held-out prompts."""
+    ``embed(audio, sample_rate) -> (B, D)``: the embedding for the fidelity metrics when ``reward`` is not a
+    TuneJury reward. ``world_size > 1`` needs an ``accelerate.Accelerator``. ``callback(round, step, loss)`` is
+    called after each optimizer step. ``scorers`` (name -> ``fn(audio, sample_rate, prompts) -> (B,)``, e.g. the
+    truth, judges) give each round ``eval_<name>_mean``; ``reference``: audio for the alarm's distribution check."""
     # 1. Folder, trainer, evaluation scorer
     out, is_main = Path(out), rank == 0
     if world_size > 1 and accelerator is None:
@@ -360,8 +369,11 @@ def run_expert_iteration(
         rounds.evaluate(r)
         if is_main:
             write_metrics(out, config.rounds)
-    if is_main:  # the sampling compute of every round's generate and eval phases (training steps: their logs)
-        record_run_compute(out, logged_compute(out, recursive=True))
+    if is_main:  # every round's generate and eval phases (their progress logs) and its fine-tuning (done.json)
+        training = total(json.loads((out / f"round_{r}" / "done.json").read_text()).get("compute")
+                         for r in range(1, config.rounds + 1))
+        record_run_compute(out, logged_compute(out, recursive=True).add(training))
+        expert_iter_alarm(out, reward, rounds.eval_prompts, config.rounds, config.eval_samples_per_prompt, reference)
     return write_metrics(out, config.rounds) if is_main else None
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..rundir import atomic_write_text, is_debug
 from .html import STYLE, ReportError, esc
+from .judges import alarm_banner
 from .sections import SECTIONS
 
 
@@ -35,6 +36,7 @@ def build_report(run_dir: str | Path) -> Path:
     banner = ('<p class="debug">Debug world: tiny models whose reward is a learned proxy of a known truth '
               "(<code>tunejury_align.debug.truth</code>), not of human preference; the truth is drawn beside the "
               "reward, so gains and reward hacking can be seen.</p>") if is_debug(run) else ""
+    banner += alarm_banner(run_dir)
     body = SECTIONS[command](run_dir, run)
     title = f"{command} report: {run_dir.resolve().name}"
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'

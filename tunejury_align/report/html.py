@@ -15,6 +15,8 @@ vertical-align: top; text-align: left; } th { background: #f5f5f5; }
 .tick { font-size: 10px; fill: #555; } .axis { font-size: 12px; } .legend { font-size: 11px; }
 pre { background: #f7f7f7; padding: 0.6em; overflow-x: auto; font-size: 12px; } .charts svg { margin: 4px; }
 audio { width: 240px; } .score { font-family: monospace; }
+.alarm { padding: 0.6em; } .alarm.ok { background: #e8f5e9; border: 1px solid #81c784; }
+.alarm.suspected { background: #fdecea; border: 2px solid #e57373; }
 """
 
 

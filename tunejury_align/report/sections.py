@@ -9,6 +9,7 @@ import numpy as np
 
 from ..rundir import read_jsonl
 from .html import audio_player, esc
+from .judges import best_of_n_judges_chart, ditto_judges_chart
 from .steering import pruned_section, smc_section
 from .svg import Series, line_chart
 
@@ -37,6 +38,7 @@ def best_of_n_section(run_dir: Path, run: dict) -> str:
                 charts.append(line_chart([band_series(f"{name} of the reward's pick", extra)],
                                          f"{extra_title(name)} of the reward's pick vs N (95 % band)",
                                          "N (expected best of N drawn)", name, log2_x=True))
+        charts.append(best_of_n_judges_chart(curve, summary.extra_curves))
         parts.append('<div class="charts">' + "".join(charts) + "</div>")
     else:
         parts.append('<p class="missing">The curve appears once a prompt has all its candidates.</p>')
@@ -98,6 +100,7 @@ def ditto_section(run_dir: Path, run: dict) -> str:
                  + line_chart(traces("reward"), "Reward per iteration", "iteration", "reward")
                  + "".join(line_chart(traces(name), f"{extra_title(name)} per iteration (not optimised)", "iteration",
                                       name) for name in extra_names)
+                 + ditto_judges_chart(by_prompt)
                  + line_chart(traces("noise_norm"), "Initial-noise norm / sqrt(dim)", "iteration", "norm")
                  + "</div>")
     rows = ["<tr><th>#</th><th>prompt</th><th>baseline (iteration 0)</th><th>optimised (best iterate)</th>"
@@ -142,10 +145,13 @@ def expert_iter_section(run_dir: Path, run: dict) -> str:
         reward.low = [m["eval_reward_mean"] - m.get("eval_reward_std", 0) for m in metrics]
         reward.high = [m["eval_reward_mean"] + m.get("eval_reward_std", 0) for m in metrics]
     truth = series("eval_truth_mean", "eval truth")
+    judged = series("eval_judges_mean", "held-out judges' mean")
     parts.append('<div class="charts">'
                  + line_chart([reward], "Reward of fresh samples (mean ± std)", "round", "reward")
                  + (line_chart([truth], "The debug world's truth of fresh held-out samples", "round", "truth")
                     if truth.x else "")
+                 + (line_chart([series("eval_reward_mean", "reward (optimised)"), judged],
+                               "Reward vs held-out judges' mean of fresh samples", "round", "score") if judged.x else "")
                  + line_chart([series("kept_fraction", "kept fraction")], "Kept fraction", "round", "fraction")
                  + line_chart([series("frechet_clap_audio", "CLAP audio"), series("frechet_mert", "MERT")],
                               "Fidelity: Frechet distance to round 0", "round", "distance")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +127,9 @@ class TuneJuryReward(nn.Module):
         self._text_cache.clear()
         return self
 
+    def __getstate__(self):  # the judges' feature cache holds a weak reference: not pickled
+        return {k: v for k, v in self.__dict__.items() if k != "_last_audio"}
+
     @property
     def is_debug(self) -> bool:
         return self.info.debug
@@ -141,8 +145,8 @@ class TuneJuryReward(nn.Module):
     def text_embeddings(self, prompts: Sequence[str | None]) -> torch.Tensor:
         """``(N,)`` prompts -> ``(N, 512)``; empty/None prompts give zeros; embeddings are cached."""
         missing = sorted({p for p in prompts if p and p not in self._text_cache})
-        if missing:
-            with torch.no_grad():
+        if missing:  # plain tensors even under inference mode: the cache may later meet autograd (DITTO)
+            with torch.inference_mode(False), torch.no_grad():
                 embedded = self.clap.embed_text(missing).float()
             self._text_cache.update({p: e for p, e in zip(missing, embedded)})
         zeros = torch.zeros(FEATURE_BLOCKS["text"], device=self.device)
@@ -156,19 +160,43 @@ class TuneJuryReward(nn.Module):
         wave = resample(mono, sample_rate, CLAP_SAMPLE_RATE)
         return quantize_int16(centre_window(wave, CLAP_WINDOW))
 
+    def audio_blocks(self, audio: torch.Tensor, sample_rate: int, blocks: Sequence[str]) -> dict[str, torch.Tensor]:
+        """``{block: (B, width)}`` float32 for the audio blocks named (``clap_audio``, ``mert``), one encoder pass
+        each. The values are also kept (detached) for :meth:`cached_audio_blocks`."""
+        return self._encode(check_audio(audio, sample_rate), sample_rate, blocks)
+
+    def _encode(self, audio: torch.Tensor, sample_rate: int, blocks: Sequence[str], keep: dict | None = None):
+        mono = to_mono(audio.to(self.device, torch.float32))
+        out = {}
+        for block in blocks:
+            if block == "clap_audio":
+                out[block] = self.clap.embed_audio(self.clap_window(mono, sample_rate)).float()
+            elif block == "mert":
+                out[block] = self.mert(resample(mono, sample_rate, MertEncoder.sample_rate)).float()
+        kept = {**(keep or {}), **{k: v.detach() for k, v in out.items()}}
+        self._last_audio = (weakref.ref(audio), _version(audio), sample_rate, kept)
+        return out
+
+    def cached_audio_blocks(self, audio: torch.Tensor, sample_rate: int, blocks: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The audio blocks (detached) of the last :meth:`features` / :meth:`audio_blocks` call when it was given
+        this very tensor (the same object, unchanged since), without running an encoder again; blocks that call
+        did not compute are computed now. Judges read the reward's features through this: one encoder pass per
+        clip, whatever the number of judges."""
+        ref, version, rate, cached = getattr(self, "_last_audio", None) or (None, None, None, {})
+        if not _same_tensor(ref() if ref is not None else None, audio) or version != _version(audio) or rate != sample_rate:
+            cached = {}
+        missing = [b for b in blocks if b not in cached]
+        if missing:
+            fresh = self._encode(check_audio(audio, sample_rate), sample_rate, missing, keep=cached)
+            cached = {**cached, **{k: v.detach() for k, v in fresh.items()}}
+        return {b: cached[b] for b in blocks}
+
     def features(self, audio: torch.Tensor, sample_rate: int, prompts=None) -> torch.Tensor:
         """``(B, C, T)`` -> ``(B, input_dim)`` head input (float32)."""
-        audio = check_audio(audio, sample_rate)
+        audio_in, audio = audio, check_audio(audio, sample_rate)
         prompts = normalise_prompts(prompts, audio.shape[0])
-        mono = to_mono(audio.to(self.device, torch.float32))
-        blocks = []
-        if "clap_audio" in self.spec.blocks:
-            blocks.append(self.clap.embed_audio(self.clap_window(mono, sample_rate)).float())
-        if "mert" in self.spec.blocks:
-            blocks.append(self.mert(resample(mono, sample_rate, MertEncoder.sample_rate)).float())
-        if "text" in self.spec.blocks:
-            blocks.append(self.text_embeddings(prompts))
-        return torch.cat(blocks, dim=-1)
+        encoded = self._encode(audio_in, sample_rate, [b for b in self.spec.blocks if b != "text"])
+        return torch.cat([encoded[b] if b != "text" else self.text_embeddings(prompts) for b in self.spec.blocks], dim=-1)
 
     def forward(self, audio: torch.Tensor, sample_rate: int, prompts=None) -> torch.Tensor:
         """``audio (B, C, T)`` float in [-1, 1] at ``sample_rate`` -> rewards ``(B,)`` (float32)."""
@@ -185,6 +213,22 @@ class TuneJuryReward(nn.Module):
             wave, sample_rate = read_audio(path)
             scores.append(float(self(wave.unsqueeze(0), sample_rate, [prompt])[0]))
         return scores
+
+
+def _version(tensor: torch.Tensor) -> int | None:
+    """The tensor's in-place change counter (inference tensors have none: they cannot change outside inference
+    mode)."""
+    return None if tensor.is_inference() else tensor._version
+
+
+def _same_tensor(kept: torch.Tensor | None, audio: torch.Tensor) -> bool:
+    """``audio`` is ``kept`` or a view of all of it (``kept.detach()``): while ``kept`` lives, nothing else can
+    hold its memory, and a view shares its version counter (an in-place change shows)."""
+    if kept is None:
+        return False
+    return kept is audio or (kept.data_ptr() == audio.data_ptr() and kept.shape == audio.shape
+                             and kept.stride() == audio.stride() and kept.dtype == audio.dtype
+                             and kept.device == audio.device)
 
 
 def _hub_sidecar(reward: str) -> dict | None:

@@ -1,0 +1,122 @@
+"""Scoring with held-out judges vs without: what six extra heads cost when they read the reward's features.
+
+The full-size reward (HTSAT-base + RoBERTa-base CLAP, MERT-v1-330M shapes, 2048-d head; random weights:
+compute does not depend on weight values) scores ``--batches`` batches of ``--batch`` synthetic 10 s clips at
+32 kHz, once as ``reward(audio)`` alone and once as ``reward(audio)`` followed by ``--judges`` judges
+(released-layout heads saved to disk and loaded through ``load_judges``, scored by ``judge_scorers`` on the same
+audio tensor, as every recipe does). Both under ``torch.inference_mode``, alternated ``--repeats`` times; per
+batch the best repeat is kept for each. The encoder passes are counted: with judges there must be exactly as
+many as without.
+
+    judges_overhead = time with judges / time without      (target <= 1.05)
+
+    python benchmarks/judges_overhead.py                  # 6 judges, 4 batches of 8, 2 repeats, CPU
+    python benchmarks/judges_overhead.py --batches 1 --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from cpu import describe_machine
+
+from tunejury_align.reward.fullsize import fullsize_reward
+from tunejury_align.reward.head import TuneJuryHead
+from tunejury_align.reward.judges import judge_scorers, load_judges
+
+warnings.filterwarnings("ignore", message=r"torch\.meshgrid")
+SAMPLE_RATE = 32_000
+
+
+def synthetic_batch(batch: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    t = torch.arange(10 * SAMPLE_RATE) / SAMPLE_RATE
+    freqs = 110.0 * 2 ** (torch.rand(batch, 3, 1, generator=generator) * 4)
+    tones = torch.sin(2 * torch.pi * freqs * t).sum(dim=1) / 3
+    noise = 0.05 * torch.randn(batch, t.numel(), generator=generator)
+    return (0.3 * tones + noise).unsqueeze(1)
+
+
+def save_judges(folder: Path, count: int) -> list[Path]:
+    paths = []
+    for k in range(count):
+        torch.manual_seed(1000 + k)
+        paths.append(folder / f"judge_{k}.pt")
+        torch.save(TuneJuryHead(2048).eval().state_dict(), paths[-1])
+    return paths
+
+
+class Counter:
+    def __init__(self, *modules):
+        self.calls = 0
+        for module in modules:
+            module.register_forward_pre_hook(self.hook)
+
+    def hook(self, module, args):
+        self.calls += 1
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--judges", type=int, default=6)
+    parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    print(describe_machine(device))
+    reward = fullsize_reward(seed=0, device=device)
+    with tempfile.TemporaryDirectory() as folder:
+        judges = load_judges([str(p) for p in save_judges(Path(folder), args.judges)], reward)
+    scorers = judge_scorers(reward, judges)
+    counter = Counter(reward.clap.audio_branch, reward.mert)
+    batches = [synthetic_batch(args.batch, seed).to(device) for seed in range(args.batches)]
+    prompts = ["lofi hip hop beat with warm piano chords"] * args.batch
+
+    def score(audio: torch.Tensor, with_judges: bool) -> float:
+        sync(device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            reward(audio, SAMPLE_RATE, prompts)
+            if with_judges:
+                for fn in scorers.values():
+                    fn(audio, SAMPLE_RATE, prompts)
+        sync(device)
+        return time.perf_counter() - start
+
+    score(batches[0], True)  # warm-up (text embedding, allocator, oneDNN primitives)
+    plain = [[0.0] * args.batches for _ in range(args.repeats)]
+    judged = [[0.0] * args.batches for _ in range(args.repeats)]
+    passes = {}
+    for r in range(args.repeats):
+        for with_judges, table in ((False, plain), (True, judged)):
+            before = counter.calls
+            for b, audio in enumerate(batches):
+                table[r][b] = score(audio, with_judges)
+            passes[with_judges] = counter.calls - before
+        print(f"repeat {r + 1}: without judges {sum(plain[r]):.2f} s, with {args.judges} judges "
+              f"{sum(judged[r]):.2f} s", flush=True)
+    best_plain = sum(min(t[b] for t in plain) for b in range(args.batches))
+    best_judged = sum(min(t[b] for t in judged) for b in range(args.batches))
+    if passes[True] != passes[False]:
+        sys.exit(f"encoder passes differ: {passes[False]} without judges, {passes[True]} with")
+    print(f"{args.batches} batches of {args.batch} x 10 s clips: without judges {best_plain:.2f} s, with "
+          f"{args.judges} judges {best_judged:.2f} s (best repeat per batch); encoder passes per repeat "
+          f"{passes[False]} in both")
+    print(f"RESULT judges_overhead={best_judged / best_plain:.3f}")
+
+
+if __name__ == "__main__":
+    main()

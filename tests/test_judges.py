@@ -1,0 +1,177 @@
+"""Held-out judges (issue 15): loading, one encoder pass per clip whatever the number of judges, refusal of a
+judge that needs an encoder the reward does not load, selection by judges, the alarm's checks, `align score
+--judges`. The debug world's judges and the alarm on DITTO runs are in test_debug_world.py."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import forward_calls, make_clip, save_head
+
+from tunejury_align import BestOfNConfig, best_of_n
+from tunejury_align.cli import main as align
+from tunejury_align.cli import score as cli_score
+from tunejury_align.recipes.alarm import (
+    best_of_n_judges_check,
+    exploit_check,
+    judges_check,
+    verdict,
+    within_prompt_slope,
+)
+from tunejury_align.recipes.selection import select_winners, selection_values
+from tunejury_align.reward import TuneJuryReward
+from tunejury_align.reward.head import TuneJuryHead
+from tunejury_align.reward.judges import JudgeError, judge_scorers, load_judges, parse_judges
+
+
+@pytest.fixture(scope="module")
+def judge_files(tmp_path_factory):
+    """Three released-layout judge heads (the leave-one-dataset-out names), seeded."""
+    folder = tmp_path_factory.mktemp("judges")
+    paths = []
+    for seed, name in enumerate(["tunejury_leave_MA", "tunejury_leave_MP", "tunejury_leave_SE"]):
+        torch.manual_seed(100 + seed)
+        head = TuneJuryHead(2048).eval()
+        for module in head.net:
+            if isinstance(module, torch.nn.BatchNorm1d):
+                module.running_var.uniform_(0.5, 2.0)
+        paths.append(save_head(head, folder / f"{name}.pt"))
+    return paths
+
+
+def clips(batch: int = 3, seconds: float = 1.0, sample_rate: int = 32_000) -> torch.Tensor:
+    return torch.stack([make_clip(seconds, sample_rate, kind, channels=1, seed=i)
+                        for i, kind in zip(range(batch), ["tone", "chord", "noise"] * batch)])
+
+
+def test_specs_parse_and_folders_load_every_head(judge_files, reward):
+    assert parse_judges(["a,b", " c ", ""]) == ["a", "b", "c"] and parse_judges(None) == []
+    judges = load_judges(str(judge_files[0].parent), reward)
+    assert [j.name for j in judges] == ["tunejury_leave_MA", "tunejury_leave_MP", "tunejury_leave_SE"]
+    assert all(j.spec.blocks == ("clap_audio", "mert", "text") for j in judges)
+    with pytest.raises(JudgeError, match="same name"):
+        load_judges([str(judge_files[0]), str(judge_files[0])], reward)
+
+
+def test_judges_reuse_the_rewards_features_one_encoder_pass_per_clip(judge_files, reward):
+    judges = load_judges(",".join(map(str, judge_files)), reward)
+    scorers = judge_scorers(reward, judges)
+    audio, prompts = clips(), ["calm piano", "jazz trio", "techno"]
+    with forward_calls(reward.clap.audio_branch, reward.mert) as calls, torch.no_grad():
+        scores = reward(audio, 32_000, prompts)
+        judged = {name: fn(audio, 32_000, prompts) for name, fn in scorers.items()}
+    assert calls == [1, 1]  # one CLAP-audio and one MERT pass for the batch, for the reward and 3 judges
+    # each judge's score is its head on the reward's own features
+    with torch.no_grad():
+        features = reward.features(audio, 32_000, prompts)
+        for judge in judges:
+            assert torch.allclose(judged["judge_" + judge.name], judge.head(features), atol=1e-6)
+        assert torch.allclose(scores, reward.head(features), atol=1e-6)
+    # other audio (or the same tensor changed in place) is encoded again, once for all the judges
+    other = clips() * 0.5
+    with forward_calls(reward.clap.audio_branch, reward.mert) as calls, torch.no_grad():
+        fresh = {name: fn(other, 32_000, prompts) for name, fn in scorers.items()}
+    assert calls == [1, 1]
+    with torch.no_grad():
+        expected = judges[0].head(reward.features(other, 32_000, prompts))
+    assert torch.allclose(fresh["judge_" + judges[0].name], expected, atol=1e-6)
+    audio.mul_(0.5)
+    with forward_calls(reward.clap.audio_branch, reward.mert) as calls, torch.no_grad():
+        scorers["judge_" + judges[0].name](audio, 32_000, prompts)
+    assert calls == [1, 1]
+
+
+def test_best_of_n_scores_judges_with_one_encoder_pass_per_unit(judge_files, reward):
+    judges = load_judges([str(p) for p in judge_files], reward)
+
+    def generate(prompts, seeds):
+        return torch.stack([0.2 * torch.randn(1, 16_000, generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+    config = BestOfNConfig(n=6, candidates_per_batch=3, bootstrap=0)
+    with forward_calls(reward.clap.audio_branch, reward.mert) as calls:
+        result = best_of_n(generate, reward, ["lofi beat"], config=config, sample_rate=16_000,
+                           scorers=judge_scorers(reward, judges))
+    assert calls == [2, 2]  # 2 units of 3 candidates: 2 passes of each encoder, not 2 x (1 + 3)
+    assert sorted(result.extra_scores) == sorted("judge_" + j.name for j in judges)
+    assert "judges_mean" in result.extra_curves
+    # selecting by the judges' mean keeps that candidate and its audio
+    chosen = best_of_n(generate, reward, ["lofi beat"], config=BestOfNConfig(n=6, candidates_per_batch=3, bootstrap=0,
+                                                                             select="judges-mean"),
+                       sample_rate=16_000, scorers=judge_scorers(reward, judges))
+    mean = np.mean([chosen.extra_scores["judge_" + j.name][0] for j in judges], axis=0)
+    assert chosen.winners == [int(np.argmax(mean))]
+    assert torch.equal(chosen.winner_audio[0], generate(None, [42 + chosen.winners[0]])[0])
+
+
+def test_a_judge_that_needs_an_encoder_the_reward_lacks_is_refused(judge_files, hub_cache):
+    clap_only = TuneJuryReward.from_pretrained("TuneJury/tunejury/A1_clap_audio_only.pt")
+    assert clap_only.mert is None
+    with pytest.raises(JudgeError, match="reads the mert block.*does not load MERT"):
+        load_judges(str(judge_files[0]), clap_only)
+    with pytest.raises(JudgeError, match="debug judges read the debug reward"):
+        load_judges("debug", clap_only)
+
+
+def test_selection_rules():
+    scores = np.array([[1.0, 0.0, 0.5]])
+    extras = {"judge_a": np.array([[0.0, 1.0, 0.5]]), "judge_b": np.array([[0.0, 0.8, 0.6]]),
+              "truth": np.array([[9.0, 9.0, 9.0]])}
+    assert select_winners(scores, extras, "reward") == [0]
+    assert select_winners(scores, extras, "judges-mean") == [1]
+    lcb = selection_values(scores, extras, "lcb", lcb_k=1.0)[0]
+    heads = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.8, 0.6]])
+    assert np.allclose(lcb, heads.mean(0) - heads.std(0))
+    assert select_winners(scores, extras, "lcb") == [2]  # the candidate all three heads agree on
+    with pytest.raises(ValueError, match="needs held-out judges"):
+        select_winners(scores, {"truth": extras["truth"]}, "lcb")
+    with pytest.raises(ValueError, match="select must be one of"):
+        BestOfNConfig(select="judges")
+
+
+def test_alarm_checks():
+    rng = np.random.default_rng(0)
+    rewards = rng.normal(size=(6, 40))
+    judges = 0.5 * rewards + rng.normal(scale=0.5, size=(6, 40))
+    slope = within_prompt_slope(rewards, judges)
+    centred = rewards - rewards.mean(1, keepdims=True), judges - judges.mean(1, keepdims=True)
+    assert slope == pytest.approx(np.polyfit(centred[0].ravel(), centred[1].ravel(), 1)[0])
+    # best-of-N: the judges agree as much as on any candidate -> no alarm
+    winners = rewards.argmax(axis=1)
+    assert not best_of_n_judges_check(rewards, judges, winners)["fires"]
+    # the winners' judge scores pushed down: the reward's pick is not confirmed
+    gamed = judges.copy()
+    gamed[np.arange(6), winners] -= 2.0
+    check = best_of_n_judges_check(rewards, gamed, winners)
+    assert check["fires"] and check["confirmed_fraction"] < 0.5
+    # paired (DITTO): judges follow -> ok; judges flat while the reward climbs -> fires
+    assert not judges_check([1.0, 1.2, 0.8, 1.1], [0.9, 1.0, 0.7, 1.2], 1.0)["fires"]
+    result = verdict([judges_check([3.0, 2.5, 3.2, 2.8], [0.1, -0.2, 0.0, 0.1], 1.0)])
+    assert result["alarm"] == "hacking suspected" and "judges confirm" in result["reasons"][0]
+    assert verdict([exploit_check([{"loudness_exploit": True}, {}, {}, {}])])["alarm"] == "hacking suspected"
+    assert verdict([exploit_check([{"loudness_exploit": True}, {}, {}, {}, {}])])["alarm"] == "ok"
+
+
+def test_score_prints_one_column_per_judge(judge_files, reward, tmp_path, monkeypatch, capsys):
+    import soundfile
+
+    for i in range(2):
+        soundfile.write(tmp_path / f"clip{i}.wav", clips(2)[i, 0].numpy(), 32_000)
+    monkeypatch.setattr(cli_score, "load_reward", lambda args: reward)
+    with forward_calls(reward.clap.audio_branch, reward.mert) as calls:
+        assert align(["score", str(tmp_path / "clip0.wav"), str(tmp_path / "clip1.wav"), "--prompt", "jazz",
+                      "--judges", f"{judge_files[0]},{judge_files[1]}"]) == 0
+    assert calls == [2, 2]  # one pass of each encoder per file, with two judges
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("file"))
+    assert "tunejury_leave_MA" in header and "tunejury_leave_MP" in header
+    assert align(["score", str(tmp_path / "clip0.wav"), "--json", "--judges", str(judge_files[0])]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    judge = load_judges(str(judge_files[0]), reward)[0]
+    audio = torch.from_numpy(soundfile.read(tmp_path / "clip0.wav", dtype="float32")[0])
+    with torch.no_grad():
+        expected = float(judge.head(reward.features(audio.view(1, 1, -1), 32_000, [""]))[0])
+    assert record["judge_tunejury_leave_MA"] == pytest.approx(expected, abs=1e-5)
+    assert align(["score", str(tmp_path / "clip0.wav"), "--judges", str(tmp_path / "missing.pt")]) == 2

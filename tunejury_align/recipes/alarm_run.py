@@ -1,0 +1,187 @@
+"""The hacking alarm of a finished run folder (best-of-N, DITTO, expert iteration): the judges' check from the
+recorded scores, the exploit probes on each prompt's kept clip against its baseline clip (both read back from the
+folder, so a resumed or sharded run gets the same alarm), written into ``summary.json``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..reward.head import FEATURE_BLOCKS
+from ..reward.judges import judge_names, judges_mean
+from ..rundir import atomic_write_json
+from .alarm import (
+    best_of_n_judges_check,
+    diversity_check,
+    drift_check,
+    drift_ratios,
+    exploit_check,
+    paired_judges_check,
+    verdict,
+    within_prompt_slope,
+)
+
+
+def exploit_flags(reward: Callable, pairs: list[tuple[Path, Path, str]]) -> list[dict]:
+    """Per ``(baseline file, kept file, prompt)``: the probes' flags of the kept clip
+    (:func:`~tunejury_align.reward.probes.exploit_report` on the pair): its lead over the baseline clip gone
+    once both are loudness-normalised; clipping, silence or DC offset over the probes' thresholds *and* above
+    the baseline clip's (what the method brought in, not what the generator always does)."""
+    import torch
+
+    from ..reward.audio import read_audio
+    from ..reward.probes import exploit_report
+
+    flags = []
+    for baseline, kept, prompt in pairs:
+        if not (baseline.is_file() and kept.is_file()):
+            continue
+        (base_wave, base_rate), (kept_wave, kept_rate) = read_audio(baseline), read_audio(kept)
+        if base_rate != kept_rate or base_wave.shape != kept_wave.shape:
+            continue  # not comparable clip for clip (another rate or length): no loudness probe
+        audio = torch.stack([base_wave, kept_wave])
+        with torch.inference_mode():
+            report = exploit_report(reward, audio, kept_rate, [prompt, prompt], winner_index=1)
+        measures = {"clipping": "clipping_fraction", "silence": "silence_fraction", "dc_offset": "dc_offset"}
+        flags.append({name: bool(raised and (name not in measures or report[measures[name]][1] > report[measures[name]][0]))
+                      for name, raised in report["flags"].items()})
+    return flags
+
+
+def embed_files(reward: Callable, files: list[Path]) -> dict[str, np.ndarray]:
+    """``{block: (N, D)}``: the reward's own audio embeddings (CLAP audio, MERT) of the files that exist."""
+    import torch
+
+    from ..reward.audio import read_audio
+
+    blocks = [b for b in getattr(getattr(reward, "spec", None), "blocks", ()) if b != "text"]
+    rows: dict[str, list] = {b: [] for b in blocks}
+    for file in files:
+        if blocks and Path(file).is_file():
+            wave, rate = read_audio(file)
+            with torch.inference_mode():
+                for block, value in reward.audio_blocks(wave.unsqueeze(0), rate, blocks).items():
+                    rows[block].append(value[0].float().cpu().numpy())
+    return {b: np.stack(v) for b, v in rows.items() if v}
+
+
+def distribution(reward: Callable, kept: list[Path], baseline: list[Path], reference: Path | None) -> dict:
+    """Frechet distance, MAD (if mauve-text is installed) and diversity of the kept clips against ``reference``
+    (a folder of audio, e.g. real music) or the run's baseline clips; recorded, never an alarm on its own."""
+    from ..reward.probes import AUDIO_SUFFIXES, distribution_report
+
+    run = embed_files(reward, kept)
+    files = sorted(f for f in Path(reference).rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES) if reference else baseline
+    against = embed_files(reward, files)
+    if not run or set(run) - set(against) or any(len(v) < 2 for v in (*run.values(), *against.values())):
+        return {"reference": str(reference) if reference else "baseline", "note": "too few clips to compare"}
+    return {"reference": str(reference) if reference else "baseline", **distribution_report(run, against)}
+
+
+def eval_embeddings(folder: Path, prompts: int, per_prompt: int) -> np.ndarray | None:
+    """``(P, E, D)``: expert iteration's stored evaluation embeddings (``None`` if any is missing)."""
+    from ..rundir import load_tensor
+
+    paths = [[folder / "embeddings" / f"p{p:04d}_c{c:03d}.pt" for c in range(per_prompt)] for p in range(prompts)]
+    if not all(path.is_file() for row in paths for path in row):
+        return None
+    return np.stack([[load_tensor(path).float().numpy() for path in row] for row in paths])
+
+
+def finish_alarm(out: Path, checks: list[dict], summary: dict | None = None) -> dict:
+    """``summary.json`` = ``summary`` (or the file's content) plus ``alarm``; returns that content."""
+    path = Path(out) / "summary.json"
+    content = dict(summary) if summary is not None else (json.loads(path.read_text()) if path.is_file() else {})
+    content["alarm"] = verdict(checks)
+    atomic_write_json(path, content)
+    return content
+
+
+def best_of_n_alarm(out: Path, reward: Callable, prompts: list[str], scores: np.ndarray, extras: dict,
+                    winners: list[int], summary: dict, paths: Callable[[int, int], str],
+                    reference: Path | None = None) -> dict:
+    """Best-of-N: the judges' gain from the candidates' mean to the winner; the winner's probes against
+    candidate 0 (the N = 1 baseline). ``paths(p, c)`` is the file of candidate ``c`` (the winner's own file for
+    ``c = -1``)."""
+    checks = []
+    if judge_names(extras):
+        checks.append(best_of_n_judges_check(scores, judges_mean(extras), winners))
+    pairs = [(out / paths(p, 0), out / paths(p, -1), prompt) for p, prompt in enumerate(prompts) if winners[p] != 0]
+    checks.append(exploit_check(exploit_flags(reward, pairs)))
+    summary = {**summary, "distribution": distribution(reward, [out / paths(p, -1) for p in range(len(prompts))],
+                                                       [out / paths(p, 0) for p in range(len(prompts))], reference)}
+    return finish_alarm(out, checks, summary)
+
+
+def ditto_alarm(out: Path, reward: Callable, prompts: list[str], rows: list[dict], summary: dict,
+                paths: Callable[[str, int], str], reference: Path | None = None) -> dict:
+    """DITTO: per prompt, iterate 0 -> the kept iterate (``rows``: the done markers, with ``baseline_judge_*`` /
+    ``optimised_judge_*``)."""
+    checks = []
+    names = sorted({key[len("baseline_"):] for r in rows for key in r if key.startswith("baseline_judge_")})
+    if names and rows:
+        def mean(r, kind):
+            return float(np.mean([r[f"{kind}_{n}"] for n in names]))
+        slope = None
+        if all("plain_draws" in r for r in rows):  # iterate 0 and the plain draws of each prompt
+            rewards = np.array([[r["baseline_reward"], *r["plain_draws"]["reward"]] for r in rows])
+            judged = np.array([[mean(r, "baseline"), *np.mean([r["plain_draws"][n] for n in names], axis=0)]
+                               for r in rows])
+            slope = within_prompt_slope(rewards, judged)
+        checks.append(paired_judges_check([r["baseline_reward"] for r in rows], [r["optimised_reward"] for r in rows],
+                                          [mean(r, "baseline") for r in rows], [mean(r, "optimised") for r in rows],
+                                          1.0 if slope is None else slope))
+    pairs = [(out / paths("baseline", p), out / paths("optimised", p), prompt) for p, prompt in enumerate(prompts)]
+    drawn = [r.get("plain_draws", {}).get("embeddings") for r in rows]
+    if rows and all(drawn):  # iterate 0 and the plain draws vs the kept iterate, on the reward's embeddings
+        from ..rundir import load_tensor
+
+        ratios = []
+        for (base, kept, _), draws in zip(pairs, drawn):
+            plain, optimised, extra = embed_files(reward, [base]), embed_files(reward, [kept]), load_tensor(out / draws)
+            ratios.append(np.mean([drift_ratios(np.concatenate([plain[b], extra[b].numpy()])[None],
+                                                optimised[b][None])[0] for b in optimised]))
+        checks.append(drift_check(ratios))
+    checks.append(exploit_check(exploit_flags(reward, pairs)))
+    summary = {**summary, "distribution": distribution(reward, [kept for _, kept, _ in pairs],
+                                                       [base for base, _, _ in pairs], reference)}
+    return finish_alarm(out, checks, summary)
+
+
+def expert_iter_alarm(out: Path, reward: Callable, prompts: list[str], rounds: int, per_prompt: int,
+                      reference: Path | None = None) -> dict:
+    """Expert iteration: per held-out prompt, round 0's samples -> the last round's (means over the samples;
+    the slope from round 0's samples); probes on sample 0 of the last round against round 0's."""
+    from ..rundir import load_unit_extras, load_unit_scores, score_matrix
+
+    def matrices(r: int) -> tuple[np.ndarray, dict]:
+        folder = out / f"round_{r}" / "eval"
+        scores = score_matrix(load_unit_scores(folder, len(prompts), per_prompt), len(prompts), per_prompt)
+        return scores, {k: score_matrix(v, len(prompts), per_prompt) for k, v in load_unit_extras(folder).items()}
+
+    checks, summary = [], {}
+    (first, first_extras), (last, last_extras) = matrices(0), matrices(rounds)
+    if rounds > 0 and judge_names(first_extras):
+        before, after = judges_mean(first_extras), judges_mean(last_extras)
+        slope = within_prompt_slope(first, before) if per_prompt > 1 else None
+        checks.append(paired_judges_check(first.mean(axis=1), last.mean(axis=1), before.mean(axis=1),
+                                          after.mean(axis=1), 1.0 if slope is None else slope))
+    if rounds > 0:
+        metrics = [json.loads((out / f"round_{r}" / "metrics.json").read_text()) for r in (0, rounds)]
+        checks.append(diversity_check(metrics[0].get("diversity"), metrics[1].get("diversity")))
+        plain, kept = (eval_embeddings(out / f"round_{r}" / "eval", len(prompts), per_prompt) for r in (0, rounds))
+        if plain is not None and kept is not None and per_prompt > 1:
+            widths = [FEATURE_BLOCKS[b] for b in reward.spec.blocks if b != "text"] if hasattr(reward, "spec") else []
+            bounds = np.cumsum([0, *widths]) if sum(widths) == plain.shape[-1] else np.array([0, plain.shape[-1]])
+            checks.append(drift_check(np.mean([drift_ratios(plain[..., a:b], kept[..., a:b])
+                                               for a, b in zip(bounds[:-1], bounds[1:])], axis=0)))
+        name = "eval/audio/p{:04d}_c000.wav"
+        pairs = [(out / "round_0" / name.format(p), out / f"round_{rounds}" / name.format(p), prompt)
+                 for p, prompt in enumerate(prompts)]
+        checks.append(exploit_check(exploit_flags(reward, pairs)))
+        summary["distribution"] = distribution(reward, [kept for _, kept, _ in pairs], [b for b, _, _ in pairs],
+                                               reference)
+    return finish_alarm(out, checks, summary)

@@ -1,0 +1,175 @@
+"""Held-out judges: other TuneJury heads that score a run's audio beside the reward it optimises.
+
+A judge is a head over the same CLAP + MERT features as the reward (TuneJury's sibling heads: the
+leave-one-dataset-out heads ``tunejury_leave_MA.pt``, ``tunejury_leave_MP.pt``, ... and the input
+ablations), so scoring with five judges costs five small MLPs, not five more encoder passes: judges read
+the reward's own features of the same clips (:meth:`TuneJuryReward.cached_audio_blocks`).
+
+Specs (``--judges SPEC,...``):
+
+* ``owner/repo/FILE.pt``: a head on the Hugging Face hub (with its ``FILE.pt.json`` sidecar if the repo has
+  one); ``owner/repo`` alone means ``tunejury.pt``.
+* a local ``.pt`` file (sidecar ``<file>.json`` beside it), or a folder: every ``*.pt`` head in it (the
+  TuneJury repository ships its sibling heads under ``checkpoints/``).
+* ``debug``: the debug world's judges (:data:`DEBUG_JUDGES`), for the ``debug`` reward only; ``debug:NAME``
+  one of them.
+
+A judge whose head reads a block the reward does not load an encoder for (e.g. a MERT-reading judge beside
+the CLAP-only ablation reward) is refused with a message that says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .head import HeadSpec, TuneJuryHead, load_head
+
+logger = logging.getLogger(__name__)
+
+#: judge scores are recorded beside the reward under these names (``judge_<name>``)
+JUDGE_PREFIX = "judge_"
+#: the debug world's judges: leave-one-generator-out heads (other head and label seeds), trained like the
+#: debug reward on the quicker schedule (:mod:`tunejury_align.debug.proxy`)
+DEBUG_JUDGES = {
+    "debug-leave-musicgen": dict(head_seed=1, label_seed=1, leave_out="debug-musicgen"),
+    "debug-leave-stable-audio": dict(head_seed=2, label_seed=2, leave_out="debug-stable-audio"),
+    "debug-leave-audioldm2": dict(head_seed=3, label_seed=3, leave_out="debug-audioldm2"),
+}
+DEBUG_JUDGE_SCHEDULE = dict(lr=5e-3, train_batch_size=1024, max_epochs=40)
+
+
+class JudgeError(ValueError):
+    """A judge that cannot be used beside this reward; the message says why and what to do."""
+
+
+@dataclass
+class Judge:
+    """One held-out head: its name (the file stem, or the debug judge's name), weights and input blocks."""
+
+    name: str
+    head: TuneJuryHead
+    spec: HeadSpec
+    source: str
+
+    def info(self) -> dict:
+        return {"name": self.name, "source": self.source, "blocks": list(self.spec.blocks)}
+
+
+def debug_judge_spec(name: str):
+    from ..debug.proxy import ProxySpec
+
+    if name not in DEBUG_JUDGES:
+        raise JudgeError(f"unknown debug judge {name!r}; the debug judges are {sorted(DEBUG_JUDGES)}")
+    return ProxySpec(**DEBUG_JUDGES[name], **DEBUG_JUDGE_SCHEDULE)
+
+
+def _debug_judges(names: Sequence[str], reward) -> list[Judge]:
+    info = getattr(reward, "info", None)
+    if info is None or info.clap != "debug" or info.mert != "debug":
+        raise JudgeError("debug judges read the debug reward's tiny encoders: use them with --reward debug, or give "
+                         "real judge heads (owner/repo/FILE.pt, a local .pt file or a folder of them)")
+    from .model import debug_reward
+
+    judges = []
+    for name in names:
+        head = debug_reward(proxy=debug_judge_spec(name)).head  # built like the debug reward (cached)
+        judges.append(Judge(name, head, HeadSpec(()), f"debug:{name}"))
+    return judges
+
+
+def _file_judge(source: str) -> Judge:
+    from ..hub import resolve_file
+    from .model import REWARD_FILE, _hub_sidecar
+
+    checkpoint = resolve_file(source, REWARD_FILE, what="judge head checkpoint")
+    sidecar = None if Path(source).expanduser().exists() else _hub_sidecar(source)
+    head, spec = load_head(checkpoint, sidecar=sidecar)
+    return Judge(Path(checkpoint).stem, head, spec, source)
+
+
+def parse_judges(specs: str | Sequence[str] | None) -> list[str]:
+    """``"a,b"`` or ``["a", "b,c"]`` -> ``["a", "b", "c"]`` (empty entries dropped)."""
+    if not specs:
+        return []
+    items = [specs] if isinstance(specs, str) else list(specs)
+    return [part.strip() for item in items for part in item.split(",") if part.strip()]
+
+
+def load_judges(specs: str | Sequence[str] | None, reward, device=None) -> list[Judge]:
+    """The judges named by ``specs`` (see the module docstring), checked against ``reward``'s encoders and
+    moved to its device."""
+    judges: list[Judge] = []
+    for spec in parse_judges(specs):
+        if spec == "debug" or spec.startswith("debug:"):
+            judges += _debug_judges(list(DEBUG_JUDGES) if spec == "debug" else [spec[len("debug:"):]], reward)
+            continue
+        path = Path(spec).expanduser()
+        if path.is_dir() and not (path / "tunejury.pt").is_file():
+            files = sorted(path.glob("*.pt"))
+            if not files:
+                raise JudgeError(f"judge folder {path} holds no .pt head checkpoints")
+            judges += [_file_judge(str(f)) for f in files]
+        else:
+            judges.append(_file_judge(spec))
+    names = [j.name for j in judges]
+    if len(set(names)) != len(names):
+        raise JudgeError(f"judges with the same name {sorted({n for n in names if names.count(n) > 1})}: each judge "
+                         "is recorded under its file stem, so give distinct files")
+    for judge in judges:
+        check_judge(judge, reward)
+        judge.head.to(device or _device_of(reward)).float().eval().requires_grad_(False)
+    return judges
+
+
+def _device_of(reward) -> torch.device:
+    try:
+        return next(reward.head.parameters()).device
+    except (AttributeError, StopIteration):
+        return torch.device("cpu")
+
+
+def check_judge(judge: Judge, reward) -> None:
+    """Refuse a judge that needs an encoder ``reward`` does not load, or a reward without features."""
+    if not hasattr(reward, "cached_audio_blocks"):
+        raise JudgeError(f"judge {judge.name} reads TuneJury features: the reward must be a TuneJuryReward "
+                         f"(--reward), not {type(reward).__name__}")
+    encoders = {"clap_audio": reward.clap, "text": reward.clap, "mert": reward.mert}
+    for block in judge.spec.blocks:
+        if encoders[block] is None:
+            which = "MERT" if block == "mert" else "CLAP"
+            raise JudgeError(f"judge {judge.name} ({judge.source}) reads the {block} block, but the reward "
+                             f"{reward.info.reward} does not load {which}: pick a reward that reads {block}, or "
+                             f"drop this judge")
+
+
+def judge_scorers(reward, judges: Sequence[Judge]) -> dict[str, Callable]:
+    """``{"judge_<name>": fn(audio, sample_rate, prompts) -> (B,)}``: scorers the recipes record beside the
+    reward. Called right after the reward on the same audio tensor, they reuse its features (no encoder
+    pass); on other audio they compute them once for all the judges."""
+    def make(judge: Judge) -> Callable:
+        def score(audio, sample_rate, prompts):
+            blocks = reward.cached_audio_blocks(audio, sample_rate, [b for b in judge.spec.blocks if b != "text"])
+            texts = reward.text_embeddings(list(prompts)) if "text" in judge.spec.blocks else None
+            features = torch.cat([blocks[b] if b != "text" else texts for b in judge.spec.blocks], dim=-1)
+            with torch.no_grad():
+                return judge.head(features.to(next(judge.head.parameters()).device)).float()
+        return score
+
+    return {JUDGE_PREFIX + judge.name: make(judge) for judge in judges}
+
+
+def judge_names(extras: dict) -> list[str]:
+    """The judge entries of a recipe's extra scores, in order."""
+    return [name for name in extras if name.startswith(JUDGE_PREFIX)]
+
+
+def judges_mean(extras: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The judges' mean score (same shape as each entry) or ``None`` without judges."""
+    names = judge_names(extras)
+    return np.mean([np.asarray(extras[n], dtype=np.float64) for n in names], axis=0) if names else None
