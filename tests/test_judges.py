@@ -5,6 +5,7 @@ judge that needs an encoder the reward does not load, selection by judges, the a
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -175,3 +176,32 @@ def test_score_prints_one_column_per_judge(judge_files, reward, tmp_path, monkey
         expected = float(judge.head(reward.features(audio.view(1, 1, -1), 32_000, [""]))[0])
     assert record["judge_tunejury_leave_MA"] == pytest.approx(expected, abs=1e-5)
     assert align(["score", str(tmp_path / "clip0.wav"), "--judges", str(tmp_path / "missing.pt")]) == 2
+
+
+def test_cli_best_of_n_with_debug_judges_selects_records_and_ends_with_the_alarm(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["best-of-n", "--n", "4", "--generator", "debug", "--reward", "debug", "--prompt", "lofi hip hop",
+            "calm solo piano", "candidates_per_batch=2", "generation.duration=1.0", "--judges", "debug"]
+    assert align([*args, "--select", "lcb", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"^alarm: (ok|hacking suspected)", printed, re.M), printed
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    names = sorted(k for k in rows[0] if k.startswith("judge_"))
+    assert names == ["judge_debug-leave-audioldm2", "judge_debug-leave-musicgen", "judge_debug-leave-stable-audio"]
+    for p in range(2):  # the lcb pick over reward + judges, its audio written as the winner
+        mine = [r for r in rows if r["prompt_index"] == p]
+        heads = np.array([[r["score"], *(r[n] for n in names)] for r in mine])
+        pick = int(np.argmax(heads.mean(axis=1) - heads.std(axis=1)))
+        assert [r["winner"] for r in mine] == [c == pick for c in range(4)]
+        assert (out / f"winners/p{p:04d}.wav").read_bytes() == (out / f"candidates/p{p:04d}_c{pick:02d}.wav").read_bytes()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["select"] == "lcb" and {c["check"] for c in summary["alarm"]["checks"]} == {"judges", "exploits"}
+    assert [j["name"] for j in json.loads((out / "run.json").read_text())["judges"]] == [n[6:] for n in (
+        "judge_debug-leave-musicgen", "judge_debug-leave-stable-audio", "judge_debug-leave-audioldm2")]
+    assert "alarm" in (out / "report.html").read_text()
+    # the judges are part of the run's settings: another set is refused in the same folder
+    assert align([*args[:-1], "debug:debug-leave-musicgen", "--select", "lcb", "--out", str(out)]) == 2
+    assert "judges" in capsys.readouterr().err
+    # selection by judges without judges is refused before any generation
+    assert align([*args[:-2], "--select", "judges-mean", "--out", str(tmp_path / "other")]) == 2
+    assert "--judges" in capsys.readouterr().err
