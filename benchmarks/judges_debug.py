@@ -11,8 +11,8 @@
    run's alarm, and over the gamed run's iterates the Spearman of the reward and of the judges' mean with the
    truth.
 
-Ends with one ``RESULT ...`` line. About 15 minutes on 2 cores once the debug reward and judges are cached
-(building them: about 10 + 4 minutes, once).
+Ends with one ``RESULT ...`` line. About 5 minutes on 2 cores once the debug reward and judges are cached
+(building them: about 9 + 2.5 minutes, once).
 
     python benchmarks/judges_debug.py
 """
