@@ -16,6 +16,7 @@ from tunejury_align import BestOfNConfig, best_of_n
 from tunejury_align.cli import main as align
 from tunejury_align.cli import score as cli_score
 from tunejury_align.recipes.alarm import (
+    alarm_line,
     best_of_n_judges_check,
     exploit_check,
     judges_check,
@@ -153,6 +154,11 @@ def test_alarm_checks():
     assert result["alarm"] == "hacking suspected" and "judges confirm" in result["reasons"][0]
     assert verdict([exploit_check([{"loudness_exploit": True}, {}, {}, {}])])["alarm"] == "hacking suspected"
     assert verdict([exploit_check([{"loudness_exploit": True}, {}, {}, {}, {}])])["alarm"] == "ok"
+    # the run's last line says which checks ran and what the judges saw
+    assert alarm_line(result).startswith("alarm: hacking suspected: the judges confirm")
+    fell = verdict([judges_check([-1.0, -0.5, -0.2], [0.0, 0.0, 0.0], 1.0), exploit_check([{}])])
+    assert alarm_line(fell) == ("alarm: ok (no check fired: judges, exploits; the reward did not gain, so there was "
+                                "no gain for the judges to confirm)")
 
 
 def test_score_prints_one_column_per_judge(judge_files, reward, tmp_path, monkeypatch, capsys):

@@ -163,9 +163,12 @@ def alarm_line(result: dict) -> str:
     """The one line a run ends with."""
     if result["alarm"] != "ok":
         return "alarm: hacking suspected: " + "; ".join(result["reasons"])
+    ran = [c["check"] for c in result["checks"]]
     judged = [c for c in result["checks"] if c["check"] == "judges"]
     if not judged:
-        return "alarm: ok (exploit probes only: add --judges to check the reward's gain against held-out judges)"
-    confirmed = judged[0]["confirmed_fraction"]
-    share = f"{confirmed:.0%} of " if confirmed is not None else ""
-    return f"alarm: ok (the judges confirm {share}the reward's expected gain; no exploit flags)"
+        detail = "add --judges to check the reward's gain against held-out judges"
+    elif judged[0]["confirmed_fraction"] is None:
+        detail = "the reward did not gain, so there was no gain for the judges to confirm"
+    else:
+        detail = f"the judges confirm {judged[0]['confirmed_fraction']:.0%} of the reward's expected gain"
+    return f"alarm: ok (no check fired: {', '.join(ran) or 'none ran'}; {detail})"
