@@ -34,7 +34,7 @@ from tunejury_align.recipes.ditto_run import ditto_run_meta, run_ditto
 from tunejury_align.recipes.selection import SELECT_MODES, select_winners
 from tunejury_align.reward import debug_reward
 from tunejury_align.reward.judges import judge_scorers, judges_mean, load_judges
-from tunejury_align.reward.metrics import spearman
+from tunejury_align.reward.metrics import mean_interval, spearman
 
 warnings.filterwarnings("ignore", message=r"torch\.meshgrid")
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,11 +45,8 @@ def prompts(name: str) -> list[str]:
 
 
 def interval(values) -> str:
-    values = np.asarray(values, dtype=np.float64)
-    rng = np.random.default_rng(0)
-    means = values[rng.integers(0, len(values), (2000, len(values)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return f"{values.mean():+.4f} [{low:+.4f}, {high:+.4f}]"
+    m = mean_interval(values, bootstrap=2000)
+    return f"{m['mean']:+.4f} [{m['low']:+.4f}, {m['high']:+.4f}]"
 
 
 def selection_table(reward, judges, generator_name: str, prompt_set: str) -> dict[str, float]:

@@ -31,8 +31,8 @@ from tunejury_align.debug.world import HELDOUT_PROMPTS
 from tunejury_align.generators import load_generator
 from tunejury_align.recipes.best_of_n_prune import pruned_best_of_n
 from tunejury_align.recipes.smc import SMCConfig, smc
-from tunejury_align.recipes.smc_run import mean_interval
 from tunejury_align.reward import debug_reward
+from tunejury_align.reward.metrics import mean_interval
 
 warnings.filterwarnings("ignore")
 

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..reward.metrics import mean_interval, pairwise_cosine_distances, unit_rows
+
 CONFIRMED_FRACTION = 0.5  # the judges must confirm at least this share of the expected gain
 EXPLOIT_SHARE = 0.25  # an exploit flag on at least this share of the prompts fires the alarm
 MIN_PROMPTS_FOR_INTERVAL = 3
@@ -47,10 +49,8 @@ def bootstrap_interval(values, resamples: int = 2000, seed: int = 0) -> tuple[fl
     values = np.asarray(values, dtype=np.float64)
     if len(values) < MIN_PROMPTS_FOR_INTERVAL:
         return float(values.mean()), float(values.mean())
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(low), float(high)
+    interval = mean_interval(values, bootstrap=resamples, seed=seed)
+    return interval["low"], interval["high"]
 
 
 def within_prompt_slope(rewards: np.ndarray, judges: np.ndarray) -> float | None:
@@ -108,14 +108,8 @@ def drift_ratios(plain: np.ndarray, kept: np.ndarray) -> np.ndarray:
     """Per prompt: the mean cosine distance from the kept clips to the plain (unoptimised) samples over the mean
     pairwise distance among the plain samples. ``plain`` ``(P, E, D)`` with E >= 2, ``kept`` ``(P, K, D)``. A
     plain sample scores about 1; a clip that left the generator's distribution scores more."""
-    def unit(x):
-        x = np.asarray(x, dtype=np.float64)
-        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-    plain, kept = unit(plain), unit(kept)
-    among = 1.0 - plain @ plain.transpose(0, 2, 1)  # (P, E, E)
-    spread = among[:, ~np.eye(plain.shape[1], dtype=bool)].mean(axis=1)
-    away = (1.0 - kept @ plain.transpose(0, 2, 1)).mean(axis=(1, 2))  # (P,)
+    spread = pairwise_cosine_distances(plain)  # (P,)
+    away = (1.0 - unit_rows(kept) @ unit_rows(plain).transpose(0, 2, 1)).mean(axis=(1, 2))  # (P,)
     return away / np.maximum(spread, 1e-12)
 
 

@@ -68,14 +68,17 @@ def embed_files(reward: Callable, files: list[Path]) -> dict[str, np.ndarray]:
     return {b: np.stack(v) for b, v in rows.items() if v}
 
 
-def distribution(reward: Callable, kept: list[Path], baseline: list[Path], reference: Path | None) -> dict:
+def distribution(reward: Callable, kept: list[Path] | dict, baseline: list[Path] | dict, reference: Path | None) -> dict:
     """Frechet distance, MAD (if mauve-text is installed) and diversity of the kept clips against ``reference``
-    (a folder of audio, e.g. real music) or the run's baseline clips; recorded, never an alarm on its own."""
+    (a folder of audio, e.g. real music) or the run's baseline clips; recorded, never an alarm on its own.
+    ``kept`` / ``baseline``: files, or their :func:`embed_files` embeddings when the caller already has them."""
     from ..reward.probes import AUDIO_SUFFIXES, distribution_report
 
-    run = embed_files(reward, kept)
-    files = sorted(f for f in Path(reference).rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES) if reference else baseline
-    against = embed_files(reward, files)
+    run = kept if isinstance(kept, dict) else embed_files(reward, kept)
+    if reference:
+        against = embed_files(reward, sorted(f for f in Path(reference).rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES))
+    else:
+        against = baseline if isinstance(baseline, dict) else embed_files(reward, baseline)
     if not run or set(run) - set(against) or any(len(v) < 2 for v in (*run.values(), *against.values())):
         return {"reference": str(reference) if reference else "baseline", "note": "too few clips to compare"}
     return {"reference": str(reference) if reference else "baseline", **distribution_report(run, against)}
@@ -135,19 +138,19 @@ def ditto_alarm(out: Path, reward: Callable, prompts: list[str], rows: list[dict
                                           [mean(r, "baseline") for r in rows], [mean(r, "optimised") for r in rows],
                                           1.0 if slope is None else slope))
     pairs = [(out / paths("baseline", p), out / paths("optimised", p), prompt) for p, prompt in enumerate(prompts)]
+    baseline = embed_files(reward, [base for base, _, _ in pairs])  # each clip encoded once, for drift and distribution
+    optimised = embed_files(reward, [kept for _, kept, _ in pairs])
     drawn = [r.get("plain_draws", {}).get("embeddings") for r in rows]
-    if rows and all(drawn):  # iterate 0 and the plain draws vs the kept iterate, on the reward's embeddings
+    complete = optimised and all(len(v) == len(pairs) for v in (*baseline.values(), *optimised.values()))
+    if rows and all(drawn) and complete:  # iterate 0 and the plain draws vs the kept iterate
         from ..rundir import load_tensor
 
-        ratios = []
-        for (base, kept, _), draws in zip(pairs, drawn):
-            plain, optimised, extra = embed_files(reward, [base]), embed_files(reward, [kept]), load_tensor(out / draws)
-            ratios.append(np.mean([drift_ratios(np.concatenate([plain[b], extra[b].numpy()])[None],
-                                                optimised[b][None])[0] for b in optimised]))
-        checks.append(drift_check(ratios))
+        extra = [load_tensor(out / draws) for draws in drawn]
+        checks.append(drift_check([np.mean([drift_ratios(np.concatenate([baseline[b][p:p + 1], extra[p][b].numpy()])[None],
+                                                         optimised[b][p:p + 1][None])[0] for b in optimised])
+                                   for p in range(len(pairs))]))
     checks.append(exploit_check(exploit_flags(reward, pairs)))
-    summary = {**summary, "distribution": distribution(reward, [kept for _, kept, _ in pairs],
-                                                       [base for base, _, _ in pairs], reference)}
+    summary = {**summary, "distribution": distribution(reward, optimised, baseline, reference)}
     return finish_alarm(out, checks, summary)
 
 

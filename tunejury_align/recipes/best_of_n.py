@@ -122,7 +122,9 @@ def plan_units(num_prompts: int, config: BestOfNConfig, prompt_indices: Iterable
     return units
 
 
-def reward_texts(prompt: str, config: BestOfNConfig) -> str:
+def reward_texts(prompt: str, config) -> str:
+    """The text the reward sees for ``prompt`` under a config's ``prompt_prefix`` / ``reward_prompt`` (best-of-N's,
+    DITTO's, expert iteration's)."""
     return {"prompt": prompt, "generation": config.prompt_prefix + prompt, "empty": ""}[config.reward_prompt]
 
 

@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from ..reward.metrics import mean_interval
 from ..rundir import (
     atomic_write_audio,
     atomic_write_json,
@@ -29,7 +30,6 @@ from .best_of_n import BestOfNConfig
 from .best_of_n_prune import PrunedPrompt, pruned_best_of_n
 from .best_of_n_run import winner_path
 from .compute import logged_compute, record_run_compute
-from .smc_run import mean_interval
 
 
 def prompt_records(out: Path) -> dict[int, dict]:

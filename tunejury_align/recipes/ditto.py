@@ -29,6 +29,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from ..generators import as_diffusion_generator
+from .best_of_n import reward_texts
 from .compute import Compute
 from .measure import PeakMemory, is_out_of_memory
 
@@ -180,7 +181,7 @@ class DittoObjective:
         self.reward, self.config = reward, config
         self.options = self.generator.options(**config.generation_options())
         self.generation_prompt = config.prompt_prefix + prompt
-        self.reward_text = {"prompt": prompt, "generation": self.generation_prompt, "empty": ""}[config.reward_prompt]
+        self.reward_text = reward_texts(prompt, config)
         takes_seeds = "noise_seeds" in inspect.signature(self.generator.sample).parameters
         self.sample_kwargs = {"noise_seeds": [config.seed]} if takes_seeds else {}
         self.compute = Compute(pass_unit="nfe")  # reward calls and seconds are counted in score (also recomputes)

@@ -45,6 +45,7 @@ from ..rundir import (
     save_tensor,
 )
 from .alarm_run import ditto_alarm
+from .best_of_n import reward_texts
 from .compute import Compute, record_run_compute, total
 from .ditto import MEMORY_SETTINGS, DittoConfig, DittoResult, IterationRecord, ditto
 
@@ -103,7 +104,7 @@ def baseline_draws(generator, reward: Callable, prompt: str, config: DittoConfig
     seeds = [config.seed + 1 + k for k in range(ALARM_DRAWS)]
     compute = Compute(pass_unit="nfe", reward_calls=len(seeds),
                       generator_passes=int(config.sampler_steps) * len(seeds))
-    text = {"prompt": prompt, "generation": config.prompt_prefix + prompt, "empty": ""}[config.reward_prompt]
+    text = reward_texts(prompt, config)
     with compute.timing("generator"):
         audio = generator.generate([config.prompt_prefix + prompt] * len(seeds), seeds, **config.generation_options())
     with torch.inference_mode():

@@ -21,8 +21,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
+from ..reward.metrics import mean_interval
 from ..rundir import (
     atomic_write_audio,
     atomic_write_json,
@@ -112,11 +111,3 @@ def write_results(out: Path, prompts: list[str], config: SMCConfig, meta: dict) 
     atomic_write_json(out / "summary.json", summary)
     record_run_compute(out, compute)
     return summary
-
-
-def mean_interval(values, bootstrap: int = 1000, seed: int = 0) -> dict:
-    """``{"mean", "low", "high"}``: the mean of ``values`` with a percentile bootstrap 95 % interval."""
-    values = np.asarray(values, dtype=np.float64)
-    means = values[np.random.default_rng(seed).integers(0, len(values), (bootstrap, len(values)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return {"mean": float(values.mean()), "low": float(low), "high": float(high)}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..recipes.smc_run import mean_interval
+from ..reward.metrics import mean_interval
 from ..rundir import atomic_write_json, atomic_write_text, is_debug
 from .html import STYLE, ReportError, esc
 from .svg import Series, line_chart

@@ -89,13 +89,31 @@ def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
     return float(max(distance, 0.0))
 
 
+def unit_rows(embeddings) -> np.ndarray:
+    """``embeddings`` (float64) scaled to unit length along the last axis (zero rows stay zero)."""
+    emb = np.asarray(embeddings, dtype=np.float64)
+    return emb / np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
+
+
+def pairwise_cosine_distances(embeddings: np.ndarray) -> np.ndarray:
+    """``(P, E, D)`` -> ``(P,)``: each prompt's mean pairwise cosine distance ``1 - cos`` among its E >= 2
+    samples (0 = identical samples)."""
+    if np.shape(embeddings)[1] < 2:
+        raise ValueError("diversity needs at least 2 samples per prompt")
+    unit = unit_rows(embeddings)
+    cosine = unit @ unit.transpose(0, 2, 1)  # (P, E, E)
+    return (1.0 - cosine[:, ~np.eye(unit.shape[1], dtype=bool)]).mean(axis=1)
+
+
 def pairwise_cosine_diversity(embeddings: np.ndarray) -> float:
     """``(P, E, D)`` embeddings of E samples for each of P prompts -> the mean over prompts of the mean
     pairwise cosine distance ``1 - cos`` among a prompt's samples (E >= 2; 0 = identical samples)."""
-    emb = np.asarray(embeddings, dtype=np.float64)
-    if emb.shape[1] < 2:
-        raise ValueError("diversity needs at least 2 samples per prompt")
-    unit = emb / np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
-    cosine = unit @ unit.transpose(0, 2, 1)  # (P, E, E)
-    off_diagonal = ~np.eye(emb.shape[1], dtype=bool)
-    return float((1.0 - cosine[:, off_diagonal]).mean())
+    return float(pairwise_cosine_distances(embeddings).mean())
+
+
+def mean_interval(values, bootstrap: int = 1000, seed: int = 0) -> dict:
+    """``{"mean", "low", "high"}``: the mean of ``values`` with a percentile bootstrap 95 % interval."""
+    values = np.asarray(values, dtype=np.float64)
+    means = values[np.random.default_rng(seed).integers(0, len(values), (bootstrap, len(values)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(values.mean()), "low": float(low), "high": float(high)}
