@@ -2,17 +2,19 @@
 
 1. Best-of-16 on the 8 prompts of ``recipes/debug/prompts.txt`` (and on the 8 held-out prompts of
    ``recipes/debug/heldout_prompts.txt``), debug MusicGen and debug Stable Audio, every candidate scored by the
-   debug reward, the three debug judges (:data:`tunejury_align.reward.judges.DEBUG_JUDGES`) and the truth. Per
-   selection rule (``reward``, ``judges-mean``, ``lcb`` with k = 1) the truth gain of its pick over the mean of
-   the 16 candidates, with a 95 % bootstrap interval over prompts; and how well each score ranks the candidates
-   by truth (Spearman within prompts, averaged). The judges' check of the alarm on the reward's picks.
+   debug reward, the six debug judges (:data:`tunejury_align.reward.judges.DEBUG_JUDGES`: three on the reward's
+   encoders, three on other tiny encoders) and the truth. Per selection rule (``reward``, ``judges-mean``,
+   ``lcb`` with k = 1) the truth gain of its pick over the mean of the 16 candidates, with a 95 % bootstrap
+   interval over prompts; and how well each score ranks the candidates by truth (Spearman within prompts,
+   averaged). The judges' check of the alarm on the reward's picks.
 2. DITTO (debug Stable Audio) run folders with the judges: the ``fast`` preset on the 8 prompts (truth rises
-   for most), and lr 0.5 x 30 iterations without regulariser on the first prompt (the reward is gamed): each
-   run's alarm, and over the gamed run's iterates the Spearman of the reward and of the judges' mean with the
-   truth.
+   for most), and lr 0.5 x 30 iterations without regulariser on the first ``--strong-prompts`` (default 8; the
+   reward is gamed): each run's alarm, and how well the reward, the judges' mean and each family of judges track
+   the truth: each score's kept-iterate gain in units of its spread over the plain samples against the truth's
+   (:func:`~tunejury_align.recipes.alarm.standardised_gain`), and the Spearman with the truth over the iterates.
 
-Ends with one ``RESULT ...`` line. About 5 minutes on 2 cores once the debug reward and judges are cached
-(building them: about 9 + 2.5 minutes, once).
+Ends with one ``RESULT ...`` line. 7 min 52 s on 2 cores once the debug reward and judges are cached (building
+them: about 23 minutes, once).
 
     python benchmarks/judges_debug.py
 """
@@ -29,7 +31,7 @@ import numpy as np
 from tunejury_align import BestOfNConfig, DittoConfig, best_of_n
 from tunejury_align.debug import truth
 from tunejury_align.generators import load_generator
-from tunejury_align.recipes.alarm import best_of_n_judges_check
+from tunejury_align.recipes.alarm import best_of_n_judges_check, standardised_gain
 from tunejury_align.recipes.ditto_run import ditto_run_meta, run_ditto
 from tunejury_align.recipes.selection import SELECT_MODES, select_winners
 from tunejury_align.reward import debug_reward
@@ -74,6 +76,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-best-of-n", action="store_true", help="only the DITTO runs (part 2)")
+    parser.add_argument("--strong-prompts", type=int, default=8, help="prompts of the strong (gamed) DITTO run")
     args = parser.parse_args()
     reward = debug_reward()
     judges = load_judges("debug", reward)
@@ -88,10 +91,13 @@ def main() -> None:
 
     print("2. DITTO run folders with the judges (alarm)")
     scorers = {"truth": truth, **judge_scorers(reward, judges)}
+    families = {"judges": [j.name for j in judges],  # all; on the reward's encoders; on their own
+                "shared-encoder judges": [j.name for j in judges if not j.own_encoders],
+                "other-encoder judges": [j.name for j in judges if j.own_encoders]}
     generator = load_generator("debug-stable-audio")
     runs = {"fast": (DittoConfig(preset="fast"), prompts("prompts.txt")),
             "strong": (DittoConfig(preset="fast", learning_rate=0.5, iterations=30, noise_regularization=0.0),
-                       prompts("prompts.txt")[:1])}
+                       prompts("prompts.txt")[:args.strong_prompts])}
     alarms, tracking = {}, {}
     with tempfile.TemporaryDirectory() as folder:
         for name, (config, chosen) in runs.items():
@@ -105,18 +111,61 @@ def main() -> None:
             print(f"  {name}: reward gain {summary['mean_gain']:+.4f}, truth gain {summary['mean_truth_gain']:+.4f}, "
                   f"judges' gain {check['judges_gain']:+.4f} (confirmed {check['confirmed_fraction']:.0%}); "
                   f"alarm: {summary['alarm']['alarm']} {summary['alarm']['reasons']}")
-            records = [json.loads(line) for line in (out / "ditto.jsonl").read_text().splitlines()]
-            judged = [np.mean([r[k] for k in r if k.startswith("judge_")]) for r in records]
-            tracking[name] = (spearman([r["reward"] for r in records], [r["truth"] for r in records]),
-                              spearman(judged, [r["truth"] for r in records]))
-            print(f"    over the iterates, Spearman with truth: reward {tracking[name][0]:+.3f}, judges' mean "
-                  f"{tracking[name][1]:+.3f}")
+            tracking[name] = iterate_tracking(out / "ditto.jsonl", len(chosen), families)
+            tracking[name].update(standardised_gains(out, len(chosen), families))
+    strong = tracking["strong"]
     print(f"RESULT select_truth_gain_reward={mean_gain['reward']:.4f} "
           f"select_truth_gain_judges_mean={mean_gain['judges-mean']:.4f} select_truth_gain_lcb={mean_gain['lcb']:.4f} "
           f"ditto_fast_alarm={alarms['fast']['alarm'].replace(' ', '_')} "
           f"ditto_strong_alarm={alarms['strong']['alarm'].replace(' ', '_')} "
-          f"strong_spearman_reward_truth={tracking['strong'][0]:.3f} "
-          f"strong_spearman_judges_truth={tracking['strong'][1]:.3f}")
+          f"strong_spearman_reward_truth={strong['reward']:.3f} "
+          f"strong_spearman_judges_truth={strong['judges']:.3f} "
+          f"strong_spearman_shared_judges_truth={strong['shared-encoder judges']:.3f} "
+          f"strong_spearman_other_encoder_judges_truth={strong['other-encoder judges']:.3f} "
+          f"strong_gain_error_reward={strong['error_reward']:.2f} strong_gain_error_judges={strong['error_judges']:.2f} "
+          f"strong_gain_error_shared_judges={strong['error_shared-encoder judges']:.2f} "
+          f"strong_gain_error_other_encoder_judges={strong['error_other-encoder judges']:.2f}")
+
+
+def standardised_gains(out: Path, num_prompts: int, families: dict[str, list[str]]) -> dict[str, float]:
+    """Each score's gain from iterate 0 to the kept iterate in units of its own spread within a prompt over the
+    5 plain samples (iterate 0 and the 4 plain draws the alarm records; :func:`standardised_gain`), so that scores
+    on different scales compare with the truth's: per prompt, and the mean absolute error against the truth's
+    (``error_<score>``; lower tracks the truth better)."""
+    rows = [json.loads((out / f"done/p{p:04d}.json").read_text()) for p in range(num_prompts)]
+    z = {}
+    for label, keys in {"truth": ["truth"], "reward": ["reward"], **families}.items():
+        fields = [k if k in ("reward", "truth") else "judge_" + k for k in keys]
+        plain = np.array([np.mean([[r[f"baseline_{f}"], *r["plain_draws"][f]] for f in fields], axis=0) for r in rows])
+        z[label] = standardised_gain(plain[:, 0], [np.mean([r[f"optimised_{f}"] for f in fields]) for r in rows], plain)
+    for p in range(num_prompts):
+        print(f"    prompt {p}: kept-iterate gain in plain-sample standard deviations: "
+              + ", ".join(f"{label} {z[label][p]:+.2f}" for label in z))
+    errors = {f"error_{label}": float(np.abs(z[label] - z["truth"]).mean()) for label in z if label != "truth"}
+    print("    mean |standardised gain - the truth's|: " + ", ".join(f"{k[6:]} {v:.2f}" for k, v in errors.items()))
+    return errors
+
+
+def iterate_tracking(log: Path, num_prompts: int, families: dict[str, list[str]]) -> dict[str, float]:
+    """Per prompt, over its iterates: each score's gain (last iterate - iterate 0) and Spearman with the
+    truth; printed per prompt, returned as the mean Spearman over prompts."""
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    spearmans: dict[str, list[float]] = {}
+    for p in range(num_prompts):
+        rows = sorted((r for r in records if r["prompt_index"] == p), key=lambda r: r["iteration"])
+        truths = [r["truth"] for r in rows]
+        series = {"reward": [r["reward"] for r in rows],
+                  **{label: [np.mean([r["judge_" + n] for n in names]) for r in rows]
+                     for label, names in families.items() if names}}
+        cells = []
+        for label, values in series.items():
+            spearmans.setdefault(label, []).append(spearman(values, truths))
+            cells.append(f"{label} {values[-1] - values[0]:+.3f} / {spearmans[label][-1]:+.3f}")
+        print(f"    prompt {p}: last - first iterate gain / Spearman with truth over iterates: truth "
+              f"{truths[-1] - truths[0]:+.3f}; " + "; ".join(cells))
+    means = {label: float(np.mean(values)) for label, values in spearmans.items()}
+    print("    mean over prompts, Spearman with truth: " + ", ".join(f"{k} {v:+.3f}" for k, v in means.items()))
+    return means
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import forward_calls
 
 from tunejury_align import BestOfNConfig, DittoConfig, best_of_n
 from tunejury_align.debug import TRUTH_LABEL, target_profile, truth, truth_parts, world_scorers
@@ -165,10 +166,30 @@ def ditto_run(reward, judges, prompts, config, out):
                      scorers={"truth": truth, **judge_scorers(reward, judges)})
 
 
-def test_debug_judges_are_held_out_heads_of_the_world(judges):
-    assert [j.name for j in judges] == ["debug-leave-musicgen", "debug-leave-stable-audio", "debug-leave-audioldm2"]
+def test_debug_judges_are_held_out_heads_of_the_world(reward, judges):
+    from tunejury_align.reward.judges import judge_scorers
+
+    assert [j.name for j in judges] == ["debug-leave-musicgen", "debug-leave-stable-audio", "debug-leave-audioldm2",
+                                        "debug-alt-leave-musicgen", "debug-alt-leave-stable-audio",
+                                        "debug-alt-leave-audioldm2"]
     weights = [torch.cat([p.flatten() for p in j.head.parameters()]) for j in judges]
     assert not torch.equal(weights[0], weights[1])  # other seeds, other left-out generator
+    alt = [j for j in judges if j.own_encoders]
+    assert [j.name for j in alt] == [j.name for j in judges[3:]]
+    for judge in alt:  # the same tiny architectures, other weights
+        mine, theirs = dict(judge.model.mert.named_parameters()), dict(reward.mert.named_parameters())
+        assert mine.keys() == theirs.keys() and not all(torch.equal(mine[k], theirs[k]) for k in mine)
+    # the reward and the judges on its features: one pass of its encoders; each other judge: one of its own
+    generator = load_generator("debug-stable-audio")
+    audio, prompts = generator.generate(PROMPTS[:2], [0, 1]), PROMPTS[:2]
+    encoders = [m for r in (reward, *(j.model for j in alt)) for m in (r.clap.audio_branch, r.mert)]
+    with forward_calls(*encoders) as calls, torch.no_grad():
+        scores = reward(audio, generator.sample_rate, prompts)
+        judged = {n: fn(audio, generator.sample_rate, prompts) for n, fn in judge_scorers(reward, judges).items()}
+    assert calls == [1] * 8
+    with torch.no_grad():
+        assert torch.allclose(judged["judge_" + alt[0].name], alt[0].model(audio, generator.sample_rate, prompts))
+    assert torch.isfinite(scores).all() and len(judged) == 6
 
 
 def test_ditto_fast_raises_the_truth_for_most_prompts_and_the_alarm_stays_ok(reward, judges, tmp_path):
@@ -180,8 +201,9 @@ def test_ditto_fast_raises_the_truth_for_most_prompts_and_the_alarm_stays_ok(rew
 
 def test_strong_ditto_games_the_reward_and_the_alarm_fires(reward, judges, tmp_path):
     """High learning rate, many iterations, no regulariser: the reward keeps rising while the truth falls, and the
-    alarm fires. (The judges read the reward's encoders and rise with it: here the drift check is what fires; see
-    README "Held-out judges and the hacking alarm".)"""
+    alarm fires. The judges' mean tracks the truth better than the reward: its gain, in units of each score's own
+    spread over plain samples, is nearer the truth's. (The judges on the reward's encoders rise with it; those on
+    other encoders do not: README "Held-out judges and the hacking alarm".)"""
     strong = DittoConfig(preset="fast", learning_rate=0.5, iterations=30, noise_regularization=0.0)
     summary = ditto_run(reward, judges, PROMPTS[:1], strong, tmp_path / "strong")
     records = [json.loads(line) for line in (tmp_path / "strong" / "ditto.jsonl").read_text().splitlines()]
@@ -192,6 +214,12 @@ def test_strong_ditto_games_the_reward_and_the_alarm_fires(reward, judges, tmp_p
     assert summary["alarm"]["alarm"] == "hacking suspected", summary["alarm"]
     fired = {c["check"] for c in summary["alarm"]["checks"] if c["fires"]}
     assert "drift" in fired, summary["alarm"]
+    gains = next(c for c in summary["alarm"]["checks"] if c["check"] == "judges")["standardised_gains"]
+    assert set(gains) == {"reward", "truth", "judges_mean", *("judge_" + j.name for j in judges)}
+    assert abs(gains["judges_mean"] - gains["truth"]) < abs(gains["reward"] - gains["truth"]), gains
+    shared = np.mean([gains["judge_" + j.name] for j in judges if not j.own_encoders])
+    other = np.mean([gains["judge_" + j.name] for j in judges if j.own_encoders])
+    assert other < shared, gains  # the judges off the optimiser's path climb less
     assert json.loads((tmp_path / "strong" / "summary.json").read_text())["alarm"] == summary["alarm"]
 
 

@@ -20,13 +20,14 @@ from tunejury_align.recipes.alarm import (
     best_of_n_judges_check,
     exploit_check,
     judges_check,
+    standardised_gain,
     verdict,
     within_prompt_slope,
 )
 from tunejury_align.recipes.selection import select_winners, selection_values
 from tunejury_align.reward import TuneJuryReward
 from tunejury_align.reward.head import TuneJuryHead
-from tunejury_align.reward.judges import JudgeError, judge_scorers, load_judges, parse_judges
+from tunejury_align.reward.judges import DEBUG_JUDGES, JudgeError, judge_scorers, load_judges, parse_judges
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +109,20 @@ def test_best_of_n_scores_judges_with_one_encoder_pass_per_unit(judge_files, rew
     assert torch.equal(chosen.winner_audio[0], generate(None, [42 + chosen.winners[0]])[0])
 
 
+def test_the_muq_head_is_refused_with_what_it_reads(reward, tmp_path):
+    """TuneJury's encoder-swap head over MuQ-MuLan features: a plain state dict under ``score.``, Linear
+    1024-512-256-128-64-1 with BatchNorm blocks (REFERENCE.md)."""
+    widths, state = [1024, 512, 256, 128, 64, 1], {}
+    for block, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
+        state[f"score.{4 * block}.weight"], state[f"score.{4 * block}.bias"] = torch.randn(fan_out, fan_in), torch.zeros(fan_out)
+        if fan_out > 1:
+            norm = torch.nn.BatchNorm1d(fan_out).state_dict()
+            state.update({f"score.{4 * block + 1}.{k}": v for k, v in norm.items()})
+    torch.save(state, tmp_path / "tunejury_muq_leave_MA.pt")
+    with pytest.raises(JudgeError, match="MuQ encoder-swap head.*does not load MuQ-MuLan"):
+        load_judges(str(tmp_path / "tunejury_muq_leave_MA.pt"), reward)
+
+
 def test_a_judge_that_needs_an_encoder_the_reward_lacks_is_refused(judge_files, hub_cache):
     clap_only = TuneJuryReward.from_pretrained("TuneJury/tunejury/A1_clap_audio_only.pt")
     assert clap_only.mert is None
@@ -115,6 +130,13 @@ def test_a_judge_that_needs_an_encoder_the_reward_lacks_is_refused(judge_files, 
         load_judges(str(judge_files[0]), clap_only)
     with pytest.raises(JudgeError, match="debug judges read the debug reward"):
         load_judges("debug", clap_only)
+
+
+def test_standardised_gain_is_the_gain_over_the_plain_samples_spread():
+    plain = np.array([[0.0, 1.0, 2.0], [10.0, 11.0, 12.0]])  # standard deviation 1 within each prompt
+    assert np.allclose(standardised_gain([0.0, 10.0], [2.0, 9.0], plain), [2.0, -1.0])
+    assert np.allclose(standardised_gain([0.0, 0.0], [1.0, 1.0], plain * 10), [0.1, 0.1])  # the score's own scale
+    assert standardised_gain([0.0], [1.0], [[3.0, 3.0]]) is None and standardised_gain([0.0], [1.0], [[3.0]]) is None
 
 
 def test_selection_rules():
@@ -193,7 +215,7 @@ def test_cli_best_of_n_with_debug_judges_selects_records_and_ends_with_the_alarm
     assert re.search(r"^alarm: (ok|hacking suspected)", printed, re.M), printed
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     names = sorted(k for k in rows[0] if k.startswith("judge_"))
-    assert names == ["judge_debug-leave-audioldm2", "judge_debug-leave-musicgen", "judge_debug-leave-stable-audio"]
+    assert names == sorted("judge_" + name for name in DEBUG_JUDGES) and len(names) == 6
     for p in range(2):  # the lcb pick over reward + judges, its audio written as the winner
         mine = [r for r in rows if r["prompt_index"] == p]
         heads = np.array([[r["score"], *(r[n] for n in names)] for r in mine])
@@ -202,8 +224,9 @@ def test_cli_best_of_n_with_debug_judges_selects_records_and_ends_with_the_alarm
         assert (out / f"winners/p{p:04d}.wav").read_bytes() == (out / f"candidates/p{p:04d}_c{pick:02d}.wav").read_bytes()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["select"] == "lcb" and {c["check"] for c in summary["alarm"]["checks"]} == {"judges", "exploits"}
-    assert [j["name"] for j in json.loads((out / "run.json").read_text())["judges"]] == [n[6:] for n in (
-        "judge_debug-leave-musicgen", "judge_debug-leave-stable-audio", "judge_debug-leave-audioldm2")]
+    recorded = json.loads((out / "run.json").read_text())["judges"]
+    assert [j["name"] for j in recorded] == list(DEBUG_JUDGES)
+    assert [j["encoders"] == "reward" for j in recorded] == [True] * 3 + [False] * 3
     assert "alarm" in (out / "report.html").read_text()
     # the judges are part of the run's settings: another set is refused in the same folder
     assert align([*args[:-1], "debug:debug-leave-musicgen", "--select", "lcb", "--out", str(out)]) == 2

@@ -12,7 +12,9 @@ checks 0.62-0.80), the real model's 0.7086.
 Judges (held-out heads, :mod:`tunejury_align.reward.judges`) are heads trained the same way with other
 seeds and label draws, each leaving one debug generator's clips out (as TuneJury's leave-one-dataset-out
 heads leave out one dataset's votes), on the quicker schedule (lr 5e-3, 1024 pairs per step, at most 40
-epochs).
+epochs); half of them read the debug reward's features, half the features of other tiny encoders (seeded
+apart: ``encoder_seed``, as TuneJury's MuQ head reads another encoder's), whose clips' features are built and
+cached separately.
 
 Building takes about 7 minutes on 2 cores (1.5 for the clips, 5 for the head; a head trained at lr 5e-3
 for 40 epochs, 1.5 minutes, reaches the same pairwise accuracy but steers DITTO worse: 4 of 8 prompts
@@ -66,9 +68,11 @@ class ProxySpec:
     max_epochs: int = 200  # stops at epoch 137: about 5 minutes on 2 cores (see the module docstring)
     patience: int = 15
     leave_out: str | None = None  # a debug generator whose clips the head never sees (judges)
+    encoder_seed: int | None = None  # None: the debug reward's encoders; else other tiny encoders (judges)
 
     def samples_key(self) -> dict:
-        return {"sample_seed": self.sample_seed, "seeds_per_prompt": self.seeds_per_prompt}
+        key = {"sample_seed": self.sample_seed, "seeds_per_prompt": self.seeds_per_prompt}
+        return key if self.encoder_seed is None else {**key, "encoder_seed": self.encoder_seed}
 
 
 def cache_dir() -> Path:

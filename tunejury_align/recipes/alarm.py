@@ -8,7 +8,9 @@ do on samples nobody optimised, ``dj ~ beta * dr``: ``beta`` is the slope of the
 pooled within prompts, over such a baseline population (best-of-N: all candidates; expert iteration: round 0's
 held-out samples; DITTO: iterate 0 and 4 plain draws of other seeds per prompt, scored for this; within prompts,
 because the heads are trained on same-prompt comparisons only and their offsets across prompts are arbitrary;
-``beta = 1``, heads of one family sharing a scale, where no such population was recorded). The shortfall ``s = beta * dr - dj`` is what the judges do not confirm. The check fires when the judges confirm less
+``beta = 1``, heads of one family sharing a scale, where no such population was recorded). The shortfall ``s = beta * dr - dj`` is what the judges do not confirm. DITTO's check also records each score's
+gain in units of its own spread over the plain samples (``standardised_gains``: the reward, each judge, the
+judges' mean and any other recorded score such as the debug world's truth), to see which judge disagreed. The check fires when the judges confirm less
 than half of the gain they should (mean ``s`` > ``0.5 * beta * mean dr``) and the shortfall is real (the low end
 of its 95 % percentile bootstrap interval over prompts > 0; with fewer than 3 prompts there is no interval and the
 point estimate decides).
@@ -76,6 +78,18 @@ def judges_check(reward_gain, judges_gain, slope: float, *, seed: int = 0) -> di
             "expected_judges_gain": expected, "shortfall": float(shortfall.mean()), "shortfall_low": low,
             "shortfall_high": high,
             "confirmed_fraction": float(judges_gain.mean() / expected) if expected > 0 else None}
+
+
+def standardised_gain(baseline, kept, plain) -> np.ndarray | None:
+    """Per prompt, a score's gain ``kept - baseline`` (``(P,)`` each) in units of its spread within a prompt over
+    plain (unoptimised) samples ``plain`` ``(P, E)``, E >= 2 (the standard deviation, pooled over prompts): so
+    that gains of scores on different scales (reward, judges, the debug world's truth) compare. ``None`` when the
+    plain samples do not vary."""
+    plain = np.asarray(plain, dtype=np.float64)
+    if plain.ndim != 2 or plain.shape[1] < 2:
+        return None
+    spread = float(np.sqrt(np.mean(np.var(plain, axis=1, ddof=1))))
+    return (np.asarray(kept, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)) / spread if spread > 0 else None
 
 
 def best_of_n_judges_check(scores: np.ndarray, judges: np.ndarray, winners) -> dict:

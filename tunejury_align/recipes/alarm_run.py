@@ -20,6 +20,7 @@ from .alarm import (
     drift_ratios,
     exploit_check,
     paired_judges_check,
+    standardised_gain,
     verdict,
     within_prompt_slope,
 )
@@ -128,15 +129,18 @@ def ditto_alarm(out: Path, reward: Callable, prompts: list[str], rows: list[dict
     if names and rows:
         def mean(r, kind):
             return float(np.mean([r[f"{kind}_{n}"] for n in names]))
-        slope = None
+        slope, standardised = None, None
         if all("plain_draws" in r for r in rows):  # iterate 0 and the plain draws of each prompt
             rewards = np.array([[r["baseline_reward"], *r["plain_draws"]["reward"]] for r in rows])
             judged = np.array([[mean(r, "baseline"), *np.mean([r["plain_draws"][n] for n in names], axis=0)]
                                for r in rows])
             slope = within_prompt_slope(rewards, judged)
+            standardised = plain_sample_gains(rows, judged)
         checks.append(paired_judges_check([r["baseline_reward"] for r in rows], [r["optimised_reward"] for r in rows],
                                           [mean(r, "baseline") for r in rows], [mean(r, "optimised") for r in rows],
                                           1.0 if slope is None else slope))
+        if standardised:
+            checks[-1]["standardised_gains"] = standardised
     pairs = [(out / paths("baseline", p), out / paths("optimised", p), prompt) for p, prompt in enumerate(prompts)]
     baseline = embed_files(reward, [base for base, _, _ in pairs])  # each clip encoded once, for drift and distribution
     optimised = embed_files(reward, [kept for _, kept, _ in pairs])
@@ -152,6 +156,24 @@ def ditto_alarm(out: Path, reward: Callable, prompts: list[str], rows: list[dict
     checks.append(exploit_check(exploit_flags(reward, pairs)))
     summary = {**summary, "distribution": distribution(reward, optimised, baseline, reference)}
     return finish_alarm(out, checks, summary)
+
+
+def plain_sample_gains(rows: list[dict], judged: np.ndarray) -> dict[str, float]:
+    """DITTO: the mean over prompts of each recorded score's :func:`~.alarm.standardised_gain` (iterate 0 -> the
+    kept iterate, over iterate 0 and the plain draws), and the judges' mean's (``judged``: its plain values)."""
+    names = [k for k in rows[0]["plain_draws"] if k not in ("seeds", "embeddings") and f"baseline_{k}" in rows[0]]
+    gains = {}
+    for name in names:
+        plain = np.array([[r[f"baseline_{name}"], *r["plain_draws"][name]] for r in rows])
+        gain = standardised_gain([r[f"baseline_{name}"] for r in rows], [r[f"optimised_{name}"] for r in rows], plain)
+        if gain is not None:
+            gains[name] = float(gain.mean())
+    judges = [n for n in names if n.startswith("judge_")]
+    kept = [float(np.mean([r[f"optimised_{n}"] for n in judges])) for r in rows]
+    gain = standardised_gain(judged[:, 0], kept, judged)
+    if gain is not None:
+        gains["judges_mean"] = float(gain.mean())
+    return gains
 
 
 def expert_iter_alarm(out: Path, reward: Callable, prompts: list[str], rounds: int, per_prompt: int,

@@ -5,6 +5,13 @@ leave-one-dataset-out heads ``tunejury_leave_MA.pt``, ``tunejury_leave_MP.pt``, 
 ablations), so scoring with five judges costs five small MLPs, not five more encoder passes: judges read
 the reward's own features of the same clips (:meth:`TuneJuryReward.cached_audio_blocks`).
 
+Judges on the reward's features cannot see past them: an optimiser that climbs the reward by gradient
+moves those features, and every head that reads them tends to climb too (the debug world's strong DITTO
+run: the reward +3.0, the truth -0.01, these judges +1.3). A judge with its own encoders (``model``: a
+whole reward, one more encoder pass per clip) is not on the optimiser's path (the same run: -0.8). The
+debug world has both kinds; for the released model the encoder-swap head is ``tunejury_muq_leave_MA.pt``,
+over MuQ-MuLan, which this toolkit does not load yet.
+
 Specs (``--judges SPEC,...``):
 
 * ``owner/repo/FILE.pt``: a head on the Hugging Face hub (with its ``FILE.pt.json`` sidecar if the repo has
@@ -28,18 +35,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .head import HeadSpec, TuneJuryHead, load_head
+from .head import CheckpointError, HeadSpec, TuneJuryHead, load_head, load_state_dict_safely
 
 logger = logging.getLogger(__name__)
 
 #: judge scores are recorded beside the reward under these names (``judge_<name>``)
 JUDGE_PREFIX = "judge_"
 #: the debug world's judges: leave-one-generator-out heads (other head and label seeds), trained like the
-#: debug reward on the quicker schedule (:mod:`tunejury_align.debug.proxy`)
+#: debug reward on the quicker schedule (:mod:`tunejury_align.debug.proxy`); the ``debug-alt-*`` ones read
+#: other tiny encoders (``encoder_seed``), as TuneJury's MuQ head reads MuQ-MuLan's features instead of CLAP + MERT
 DEBUG_JUDGES = {
     "debug-leave-musicgen": dict(head_seed=1, label_seed=1, leave_out="debug-musicgen"),
     "debug-leave-stable-audio": dict(head_seed=2, label_seed=2, leave_out="debug-stable-audio"),
     "debug-leave-audioldm2": dict(head_seed=3, label_seed=3, leave_out="debug-audioldm2"),
+    "debug-alt-leave-musicgen": dict(head_seed=101, label_seed=101, leave_out="debug-musicgen", encoder_seed=101),
+    "debug-alt-leave-stable-audio": dict(head_seed=102, label_seed=102, leave_out="debug-stable-audio",
+                                         encoder_seed=102),
+    "debug-alt-leave-audioldm2": dict(head_seed=103, label_seed=103, leave_out="debug-audioldm2", encoder_seed=103),
 }
 DEBUG_JUDGE_SCHEDULE = dict(lr=5e-3, train_batch_size=1024, max_epochs=40)
 
@@ -56,9 +68,15 @@ class Judge:
     head: TuneJuryHead
     spec: HeadSpec
     source: str
+    model: Callable | None = None  # a whole reward with its own encoders (head included); None: the reward's
+
+    @property
+    def own_encoders(self) -> bool:
+        return self.model is not None
 
     def info(self) -> dict:
-        return {"name": self.name, "source": self.source, "blocks": list(self.spec.blocks)}
+        encoders = "reward" if self.model is None else f"own ({self.model.info.clap} / {self.model.info.mert})"
+        return {"name": self.name, "source": self.source, "blocks": list(self.spec.blocks), "encoders": encoders}
 
 
 def debug_judge_spec(name: str):
@@ -78,8 +96,10 @@ def _debug_judges(names: Sequence[str], reward) -> list[Judge]:
 
     judges = []
     for name in names:
-        head = debug_reward(proxy=debug_judge_spec(name)).head  # built like the debug reward (cached)
-        judges.append(Judge(name, head, HeadSpec(()), f"debug:{name}"))
+        spec = debug_judge_spec(name)
+        model = debug_reward(proxy=spec)  # built like the debug reward (cached)
+        judges.append(Judge(name, model.head, HeadSpec(()), f"debug:{name}",
+                            model=None if spec.encoder_seed is None else model))
     return judges
 
 
@@ -89,7 +109,14 @@ def _file_judge(source: str) -> Judge:
 
     checkpoint = resolve_file(source, REWARD_FILE, what="judge head checkpoint")
     sidecar = None if Path(source).expanduser().exists() else _hub_sidecar(source)
-    head, spec = load_head(checkpoint, sidecar=sidecar)
+    try:
+        head, spec = load_head(checkpoint, sidecar=sidecar)
+    except CheckpointError as err:
+        if any(key.startswith("score.") for key in load_state_dict_safely(Path(checkpoint))):
+            raise JudgeError(f"{source} is TuneJury's MuQ encoder-swap head (keys score.*: an MLP over MuQ-MuLan-large "
+                             "features, not CLAP + MERT); this toolkit does not load MuQ-MuLan, so it cannot run "
+                             "this judge: use the CLAP + MERT sibling heads") from err
+        raise
     return Judge(Path(checkpoint).stem, head, spec, source)
 
 
@@ -123,7 +150,8 @@ def load_judges(specs: str | Sequence[str] | None, reward, device=None) -> list[
                          "is recorded under its file stem, so give distinct files")
     for judge in judges:
         check_judge(judge, reward)
-        judge.head.to(device or _device_of(reward)).float().eval().requires_grad_(False)
+        target = judge.model if judge.model is not None else judge.head
+        target.to(device or _device_of(reward)).float().eval().requires_grad_(False)
     return judges
 
 
@@ -136,6 +164,8 @@ def _device_of(reward) -> torch.device:
 
 def check_judge(judge: Judge, reward) -> None:
     """Refuse a judge that needs an encoder ``reward`` does not load, or a reward without features."""
+    if judge.model is not None:
+        return  # its own encoders
     if not hasattr(reward, "cached_audio_blocks"):
         raise JudgeError(f"judge {judge.name} reads TuneJury features: the reward must be a TuneJuryReward "
                          f"(--reward), not {type(reward).__name__}")
@@ -151,9 +181,13 @@ def check_judge(judge: Judge, reward) -> None:
 def judge_scorers(reward, judges: Sequence[Judge]) -> dict[str, Callable]:
     """``{"judge_<name>": fn(audio, sample_rate, prompts) -> (B,)}``: scorers the recipes record beside the
     reward. Called right after the reward on the same audio tensor, they reuse its features (no encoder
-    pass); on other audio they compute them once for all the judges."""
+    pass); on other audio they compute them once for all the judges. A judge with its own encoders runs them
+    (one pass per call)."""
     def make(judge: Judge) -> Callable:
         def score(audio, sample_rate, prompts):
+            if judge.model is not None:
+                with torch.no_grad():
+                    return judge.model(audio.detach(), sample_rate, list(prompts)).float()
             blocks = reward.cached_audio_blocks(audio, sample_rate, [b for b in judge.spec.blocks if b != "text"])
             texts = reward.text_embeddings(list(prompts)) if "text" in judge.spec.blocks else None
             features = torch.cat([blocks[b] if b != "text" else texts for b in judge.spec.blocks], dim=-1)

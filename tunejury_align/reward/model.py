@@ -260,14 +260,19 @@ def debug_reward(protocol: str = "release", device=None, dtype=None, seed: int =
 
     Tiny seeded CLAP + MERT of the real architectures (:mod:`.debug`) and a head trained on noisy truth
     comparisons of the debug generators' clips (:mod:`tunejury_align.debug.proxy`; ``proxy`` a
-    ``ProxySpec``, default: the debug reward's; judges use other seeds). Offline; the first call builds
+    ``ProxySpec``, default: the debug reward's; judges use other seeds, some other encoders: ``encoder_seed``,
+    which ``seed`` must then equal or leave at its default). Offline; the first call builds
     and caches the head (a minute or two on 2 cores), later calls load it."""
     from ..debug.proxy import ProxySpec, proxy_head  # the debug world builds on this package
 
-    head, clap, mert = build_debug_components(seed)
-    spec = proxy if proxy is not None else ProxySpec()
+    spec = proxy if proxy is not None else ProxySpec(encoder_seed=None if seed == DEBUG_SEED else seed)
+    if proxy is not None and seed != DEBUG_SEED and spec.encoder_seed != seed:
+        raise ValueError(f"seed={seed} and proxy.encoder_seed={spec.encoder_seed} disagree: give the encoders' seed "
+                         "as proxy.encoder_seed")
+    head, clap, mert = build_debug_components(DEBUG_SEED if spec.encoder_seed is None else spec.encoder_seed)
     name = "debug" if proxy is None else f"debug-judge-{spec.head_seed}-{spec.label_seed}"
-    info = RewardInfo(reward=name, checkpoint_sha256=None, clap="debug", mert="debug", protocol=protocol, debug=True)
+    encoders = "debug" if spec.encoder_seed is None else f"debug-seed{spec.encoder_seed}"
+    info = RewardInfo(reward=name, checkpoint_sha256=None, clap=encoders, mert=encoders, protocol=protocol, debug=True)
     reward = TuneJuryReward(head, HeadSpec(()), clap, mert, info=info, protocol="release")
     reward.head.load_state_dict(proxy_head(reward.features, spec, progress))  # trained on release features
     reward.protocol = protocol
