@@ -64,10 +64,11 @@ def selection_table(reward, judges, generator_name: str, prompt_set: str) -> dic
         print(f"  {generator_name:<19} {prompt_set:<20} select={mode:<12} truth gain {interval(gain)}")
     rank = {name: np.mean([spearman(v[p], truths[p]) for p in range(len(truths))])
             for name, v in (("reward", scores), ("judges", judged))}
-    check = best_of_n_judges_check(scores, judged, result.winners)
+    checks = {own: best_of_n_judges_check(scores, judges_mean({n: v for n, v in extras.items() if n in {
+        "judge_" + j.name for j in judges if j.own_encoders == own}}), result.winners) for own in (False, True)}
     print(f"  {'':<19} {'':<20} Spearman with truth within prompts: reward {rank['reward']:.3f}, judges' mean "
-          f"{rank['judges']:.3f}; alarm judges' check: confirmed "
-          f"{check['confirmed_fraction']:.0%}, fires {check['fires']}")
+          f"{rank['judges']:.3f}; alarm judges' checks (reward's encoders / own encoders): confirmed "
+          + " / ".join(f"{c['confirmed_fraction']:.0%}, fires {c['fires']}" for c in checks.values()))
     return gains
 
 
@@ -107,10 +108,11 @@ def main() -> None:
             alarms[name] = summary["alarm"]
             print("    " + json.dumps(summary["alarm"]["checks"], default=float)[:3000])
             print("    distribution: " + json.dumps(summary.get("distribution"), default=float)[:1500])
-            check = next(c for c in summary["alarm"]["checks"] if c["check"] == "judges")
-            print(f"  {name}: reward gain {summary['mean_gain']:+.4f}, truth gain {summary['mean_truth_gain']:+.4f}, "
-                  f"judges' gain {check['judges_gain']:+.4f} (confirmed {check['confirmed_fraction']:.0%}); "
-                  f"alarm: {summary['alarm']['alarm']} {summary['alarm']['reasons']}")
+            judged = "; ".join(f"judges on {c['family']}: gain {c['judges_gain']:+.4f}, confirmed "
+                               f"{c['confirmed_fraction']:.0%}, fires {c['fires']}"
+                               for c in summary["alarm"]["checks"] if c["check"] == "judges")
+            print(f"  {name}: reward gain {summary['mean_gain']:+.4f}, truth gain {summary['mean_truth_gain']:+.4f}; "
+                  f"{judged}; alarm: {summary['alarm']['alarm']} {summary['alarm']['reasons']}")
             tracking[name] = iterate_tracking(out / "ditto.jsonl", len(chosen), families)
             tracking[name].update(standardised_gains(out, len(chosen), families))
     strong = tracking["strong"]

@@ -202,8 +202,8 @@ def test_ditto_fast_raises_the_truth_for_most_prompts_and_the_alarm_stays_ok(rew
 def test_strong_ditto_games_the_reward_and_the_alarm_fires(reward, judges, tmp_path):
     """High learning rate, many iterations, no regulariser: the reward keeps rising while the truth falls, and the
     alarm fires. The judges' mean tracks the truth better than the reward: its gain, in units of each score's own
-    spread over plain samples, is nearer the truth's. (The judges on the reward's encoders rise with it; those on
-    other encoders do not: README "Held-out judges and the hacking alarm".)"""
+    spread over plain samples, is nearer the truth's. The judges on the reward's encoders rise with it; those on
+    other encoders do not, and their check fires (README "Held-out judges and the hacking alarm")."""
     strong = DittoConfig(preset="fast", learning_rate=0.5, iterations=30, noise_regularization=0.0)
     summary = ditto_run(reward, judges, PROMPTS[:1], strong, tmp_path / "strong")
     records = [json.loads(line) for line in (tmp_path / "strong" / "ditto.jsonl").read_text().splitlines()]
@@ -214,12 +214,14 @@ def test_strong_ditto_games_the_reward_and_the_alarm_fires(reward, judges, tmp_p
     assert summary["alarm"]["alarm"] == "hacking suspected", summary["alarm"]
     fired = {c["check"] for c in summary["alarm"]["checks"] if c["fires"]}
     assert "drift" in fired, summary["alarm"]
-    gains = next(c for c in summary["alarm"]["checks"] if c["check"] == "judges")["standardised_gains"]
-    assert set(gains) == {"reward", "truth", "judges_mean", *("judge_" + j.name for j in judges)}
+    judged = [c for c in summary["alarm"]["checks"] if c["check"] == "judges"]  # one check per kind of judge
+    assert [(c["family"], len(c["judges"])) for c in judged] == [("the reward's encoders", 3), ("their own encoders", 3)]
+    gains = judged[0]["standardised_gains"]
+    shared, other = "judges_mean (the reward's encoders)", "judges_mean (their own encoders)"
+    assert set(gains) == {"reward", "truth", "judges_mean", shared, other, *("judge_" + j.name for j in judges)}
     assert abs(gains["judges_mean"] - gains["truth"]) < abs(gains["reward"] - gains["truth"]), gains
-    shared = np.mean([gains["judge_" + j.name] for j in judges if not j.own_encoders])
-    other = np.mean([gains["judge_" + j.name] for j in judges if j.own_encoders])
-    assert other < shared, gains  # the judges off the optimiser's path climb less
+    assert gains[other] < gains[shared], gains  # the judges off the optimiser's path climb less
+    assert judged[1]["fires"] and judged[1]["judges_gain"] < 0 < judged[1]["reward_gain"], judged  # they catch it
     assert json.loads((tmp_path / "strong" / "summary.json").read_text())["alarm"] == summary["alarm"]
 
 

@@ -267,15 +267,14 @@ def test_config_precedence_and_unknown_keys(tmp_path):
 
 
 # -- the CLI and the run folder ---------------------------------------------------------------------------
-def test_debug_config_runs_in_seconds(tmp_path, patched_reward, capsys):
+def test_debug_config_runs_end_to_end(tmp_path, patched_reward, capsys):
     out = tmp_path / "run"
-    start = time.time()
-    # the debug config, scaled down to two short rounds so that each mechanism is checked in seconds
+    # the debug config, scaled down to two short rounds so that each mechanism is checked in seconds (no wall-time
+    # assertion: a shared CPU made it flaky; timings belong in benchmarks/)
     small = ["rounds=2", "samples_per_prompt=4", "keep_top=0.5", "candidates_per_batch=4", "train_steps=4",
              "train_batch_size=2", "ema_decay=0.5", "save_every=2", "heldout_fraction=0.5", "eval_samples_per_prompt=2"]
     assert run_main(["expert-iter", "--config", str(DEBUG_YAML), "--generator", "debug", "--reward", "debug",
                      "--prompt", "lofi hip hop beat", "epic orchestral soundtrack", "--out", str(out), *small]) == 0
-    assert time.time() - start < 60
     assert "debug world" in capsys.readouterr().out
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == [0, 1, 2] and all(r["heldout"] for r in rows)

@@ -139,6 +139,28 @@ def test_standardised_gain_is_the_gain_over_the_plain_samples_spread():
     assert standardised_gain([0.0], [1.0], [[3.0, 3.0]]) is None and standardised_gain([0.0], [1.0], [[3.0]]) is None
 
 
+def test_judges_are_checked_by_the_encoders_they_read(tmp_path):
+    from tunejury_align.recipes.alarm_run import judge_families
+
+    names = ["judge_a", "judge_b", "judge_c"]
+    assert judge_families(tmp_path, names) == {"": names}  # no run.json: one check over all
+    (tmp_path / "run.json").write_text(json.dumps({"judges": [
+        {"name": "a", "encoders": "reward"}, {"name": "b", "encoders": "own (debug-seed101 / debug-seed101)"},
+        {"name": "c"}]}))  # a run recorded before judges named their encoders read the reward's
+    assert judge_families(tmp_path, names) == {"the reward's encoders": ["judge_a", "judge_c"],
+                                               "their own encoders": ["judge_b"]}
+    (tmp_path / "run.json").write_text(json.dumps({"judges": [{"name": n, "encoders": "reward"} for n in "abc"]}))
+    assert judge_families(tmp_path, names) == {"": names}
+    checks = [{"check": "judges", "fires": False, "confirmed_fraction": 0.9, "family": "the reward's encoders"},
+              {"check": "judges", "fires": True, "confirmed_fraction": -0.5, "family": "their own encoders",
+               "shortfall": 1.0, "shortfall_low": 0.5, "shortfall_high": 1.5}]
+    assert verdict(checks)["reasons"] == ["the judges on their own encoders confirm -50% of the reward's expected "
+                                          "gain (shortfall 1.000, 95 % [0.500, 1.500])"]
+    checks[1]["fires"], checks[1]["confirmed_fraction"] = False, 0.6
+    assert ("the judges on the reward's encoders confirm 90%, the judges on their own encoders confirm 60% of the "
+            "reward's expected gain") in alarm_line(verdict(checks))
+
+
 def test_selection_rules():
     scores = np.array([[1.0, 0.0, 0.5]])
     extras = {"judge_a": np.array([[0.0, 1.0, 0.5]]), "judge_b": np.array([[0.0, 0.8, 0.6]]),
@@ -224,6 +246,8 @@ def test_cli_best_of_n_with_debug_judges_selects_records_and_ends_with_the_alarm
         assert (out / f"winners/p{p:04d}.wav").read_bytes() == (out / f"candidates/p{p:04d}_c{pick:02d}.wav").read_bytes()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["select"] == "lcb" and {c["check"] for c in summary["alarm"]["checks"]} == {"judges", "exploits"}
+    assert [c["family"] for c in summary["alarm"]["checks"] if c["check"] == "judges"] == [
+        "the reward's encoders", "their own encoders"]
     recorded = json.loads((out / "run.json").read_text())["judges"]
     assert [j["name"] for j in recorded] == list(DEBUG_JUDGES)
     assert [j["encoders"] == "reward" for j in recorded] == [True] * 3 + [False] * 3

@@ -152,7 +152,7 @@ def score_one(reward, file: Path, prompt: str, calibration: float | None, truth:
     """One file's record: its score and percentiles (and any warning about how it was read), or its
     error. Any failure is this file's error; the other files are still scored. ``truth``: also the
     debug world's truth of the file (with the debug reward); ``judges``: each judge's score (``judge_<name>``),
-    from the reward's own features of the file (no second encoder pass)."""
+    from the reward's own features of the file (no second encoder pass; a judge with its own encoders runs them)."""
     import torch
 
     from ..reward.audio import AudioError, AudioWarning, read_audio
@@ -243,7 +243,7 @@ class ScoreTable:
     def footer(self) -> str:
         truth = ("\n# truth: the debug world's truth of the file (tunejury_align.debug.truth), which the debug "
                  "reward is a learned proxy of") if self.debug else ""
-        judged = ("\n# " + ", ".join(self.judges) + ": held-out judges' scores of the file, from the reward's own "
-                  "features") if self.judges else ""
+        judged = ("\n# " + ", ".join(self.judges) + ": held-out judges' scores of the file (heads on the reward's own "
+                  "features, or on their own encoders)") if self.judges else ""
         return ("# %<collection>: percentile among the published scores of that collection "
                 "(empty prompt, release protocol)" + truth + judged)

@@ -8,12 +8,18 @@ do on samples nobody optimised, ``dj ~ beta * dr``: ``beta`` is the slope of the
 pooled within prompts, over such a baseline population (best-of-N: all candidates; expert iteration: round 0's
 held-out samples; DITTO: iterate 0 and 4 plain draws of other seeds per prompt, scored for this; within prompts,
 because the heads are trained on same-prompt comparisons only and their offsets across prompts are arbitrary;
-``beta = 1``, heads of one family sharing a scale, where no such population was recorded). The shortfall ``s = beta * dr - dj`` is what the judges do not confirm. DITTO's check also records each score's
-gain in units of its own spread over the plain samples (``standardised_gains``: the reward, each judge, the
-judges' mean and any other recorded score such as the debug world's truth), to see which judge disagreed. The check fires when the judges confirm less
-than half of the gain they should (mean ``s`` > ``0.5 * beta * mean dr``) and the shortfall is real (the low end
-of its 95 % percentile bootstrap interval over prompts > 0; with fewer than 3 prompts there is no interval and the
-point estimate decides).
+``beta = 1``, heads of one family sharing a scale, where no such population was recorded). The shortfall
+``s = beta * dr - dj`` is what the judges do not confirm. The check fires when the judges confirm less than half
+of the gain they should (mean ``s`` > ``0.5 * beta * mean dr``) and the shortfall is real (the low end of its
+95 % percentile bootstrap interval over prompts > 0; with fewer than 3 prompts there is no interval and the point
+estimate decides).
+
+A run whose judges are of both kinds, heads on the reward's own features and heads on other encoders
+(``run.json``'s ``judges[].encoders``), gets one check per kind: an optimiser that climbs the reward by gradient
+moves the features every head on them reads, so those judges can confirm a gamed gain that judges on other
+encoders do not. DITTO's check also records each score's gain in units of its own spread over the plain samples
+(``standardised_gains``: the reward, each judge, the judges' mean, each kind's mean, and any other recorded
+score such as the debug world's truth), to see which judges disagree.
 
 **Exploits.** :mod:`tunejury_align.reward.probes` flags per kept clip: an advantage that is only loudness,
 clipping, silence, DC offset. The check fires when a flag is raised on at least a quarter of the prompts.
@@ -156,7 +162,7 @@ def verdict(checks: list[dict]) -> dict:
         if not check.get("fires"):
             continue
         if check["check"] == "judges":
-            reasons.append(f"the judges confirm {check['confirmed_fraction']:.0%} of the reward's expected gain "
+            reasons.append(f"{judges_label(check)} confirm {check['confirmed_fraction']:.0%} of the reward's expected gain "
                            f"(shortfall {check['shortfall']:.3f}, 95 % [{check['shortfall_low']:.3f}, "
                            f"{check['shortfall_high']:.3f}])")
         elif check["check"] == "exploits":
@@ -171,12 +177,18 @@ def alarm_line(result: dict) -> str:
     """The one line a run ends with."""
     if result["alarm"] != "ok":
         return "alarm: hacking suspected: " + "; ".join(result["reasons"])
-    ran = [c["check"] for c in result["checks"]]
+    ran = list(dict.fromkeys(c["check"] for c in result["checks"]))
     judged = [c for c in result["checks"] if c["check"] == "judges"]
     if not judged:
         detail = "add --judges to check the reward's gain against held-out judges"
     elif judged[0]["confirmed_fraction"] is None:
         detail = "the reward did not gain, so there was no gain for the judges to confirm"
     else:
-        detail = f"the judges confirm {judged[0]['confirmed_fraction']:.0%} of the reward's expected gain"
+        detail = ", ".join(f"{judges_label(c)} confirm {c['confirmed_fraction']:.0%}" for c in judged)
+        detail += " of the reward's expected gain"
     return f"alarm: ok (no check fired: {', '.join(ran) or 'none ran'}; {detail})"
+
+
+def judges_label(check: dict) -> str:
+    """``the judges``, or ``the judges on <family>`` when a run's judges are checked by family."""
+    return f"the judges on {check['family']}" if check.get("family") else "the judges"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..reward.head import FEATURE_BLOCKS
-from ..reward.judges import judge_names, judges_mean
+from ..reward.judges import JUDGE_PREFIX, judge_names
 from ..rundir import atomic_write_json
 from .alarm import (
     best_of_n_judges_check,
@@ -50,6 +50,30 @@ def exploit_flags(reward: Callable, pairs: list[tuple[Path, Path, str]]) -> list
         flags.append({name: bool(raised and (name not in measures or report[measures[name]][1] > report[measures[name]][0]))
                       for name, raised in report["flags"].items()})
     return flags
+
+
+def judge_families(out: Path, names: list[str]) -> dict[str, list[str]]:
+    """The recorded judges (``judge_<name>``) by the encoders they read, from ``run.json``'s ``judges``: ``{"the
+    reward's encoders": [...], "their own encoders": [...]}`` when the run has both kinds (each kind gets its own
+    judges' check: heads on the reward's features climb with it when it is gamed by gradient, heads on other
+    encoders are off the optimiser's path), else ``{"": names}`` (one check over all)."""
+    try:
+        recorded = json.loads((Path(out) / "run.json").read_text()).get("judges") or []
+    except (OSError, ValueError):
+        recorded = []
+    own = {JUDGE_PREFIX + j["name"] for j in recorded if j.get("encoders", "reward") != "reward"}
+    families = {"the reward's encoders": [n for n in names if n not in own],
+                "their own encoders": [n for n in names if n in own]}
+    return families if all(families.values()) else {"": list(names)}
+
+
+def family_mean(values: dict, names: list[str], prefix: str = "") -> np.ndarray:
+    """The mean over ``names`` of ``values[prefix + name]``."""
+    return np.mean([np.asarray(values[prefix + n], dtype=np.float64) for n in names], axis=0)
+
+
+def labelled(check: dict, family: str, names: list[str]) -> dict:
+    return {**check, "family": family, "judges": [n[len(JUDGE_PREFIX):] for n in names]} if family else check
 
 
 def embed_files(reward: Callable, files: list[Path]) -> dict[str, np.ndarray]:
@@ -110,9 +134,8 @@ def best_of_n_alarm(out: Path, reward: Callable, prompts: list[str], scores: np.
     """Best-of-N: the judges' gain from the candidates' mean to the winner; the winner's probes against
     candidate 0 (the N = 1 baseline). ``paths(p, c)`` is the file of candidate ``c`` (the winner's own file for
     ``c = -1``)."""
-    checks = []
-    if judge_names(extras):
-        checks.append(best_of_n_judges_check(scores, judges_mean(extras), winners))
+    checks = [labelled(best_of_n_judges_check(scores, family_mean(extras, names), winners), family, names)
+              for family, names in (judge_families(out, judge_names(extras)).items() if judge_names(extras) else ())]
     pairs = [(out / paths(p, 0), out / paths(p, -1), prompt) for p, prompt in enumerate(prompts) if winners[p] != 0]
     checks.append(exploit_check(exploit_flags(reward, pairs)))
     summary = {**summary, "distribution": distribution(reward, [out / paths(p, -1) for p in range(len(prompts))],
@@ -126,19 +149,20 @@ def ditto_alarm(out: Path, reward: Callable, prompts: list[str], rows: list[dict
     ``optimised_judge_*``)."""
     checks = []
     names = sorted({key[len("baseline_"):] for r in rows for key in r if key.startswith("baseline_judge_")})
-    if names and rows:
-        def mean(r, kind):
-            return float(np.mean([r[f"{kind}_{n}"] for n in names]))
-        slope, standardised = None, None
-        if all("plain_draws" in r for r in rows):  # iterate 0 and the plain draws of each prompt
+    plain = bool(rows) and all("plain_draws" in r for r in rows)  # iterate 0 and the plain draws of each prompt
+    standardised = plain_sample_gains(rows, judge_families(out, names)) if names and plain else None
+    for family, members in judge_families(out, names).items() if names and rows else ():
+        def mean(r, kind, members=members):
+            return float(np.mean([r[f"{kind}_{n}"] for n in members]))
+        slope = None
+        if plain:
             rewards = np.array([[r["baseline_reward"], *r["plain_draws"]["reward"]] for r in rows])
-            judged = np.array([[mean(r, "baseline"), *np.mean([r["plain_draws"][n] for n in names], axis=0)]
-                               for r in rows])
+            judged = np.array([[mean(r, "baseline"), *family_mean(r["plain_draws"], members)] for r in rows])
             slope = within_prompt_slope(rewards, judged)
-            standardised = plain_sample_gains(rows, judged)
-        checks.append(paired_judges_check([r["baseline_reward"] for r in rows], [r["optimised_reward"] for r in rows],
-                                          [mean(r, "baseline") for r in rows], [mean(r, "optimised") for r in rows],
-                                          1.0 if slope is None else slope))
+        checks.append(labelled(paired_judges_check(
+            [r["baseline_reward"] for r in rows], [r["optimised_reward"] for r in rows],
+            [mean(r, "baseline") for r in rows], [mean(r, "optimised") for r in rows], 1.0 if slope is None else slope),
+            family, members))
         if standardised:
             checks[-1]["standardised_gains"] = standardised
     pairs = [(out / paths("baseline", p), out / paths("optimised", p), prompt) for p, prompt in enumerate(prompts)]
@@ -158,21 +182,20 @@ def ditto_alarm(out: Path, reward: Callable, prompts: list[str], rows: list[dict
     return finish_alarm(out, checks, summary)
 
 
-def plain_sample_gains(rows: list[dict], judged: np.ndarray) -> dict[str, float]:
+def plain_sample_gains(rows: list[dict], families: dict[str, list[str]]) -> dict[str, float]:
     """DITTO: the mean over prompts of each recorded score's :func:`~.alarm.standardised_gain` (iterate 0 -> the
-    kept iterate, over iterate 0 and the plain draws), and the judges' mean's (``judged``: its plain values)."""
+    kept iterate, over iterate 0 and the plain draws), of the judges' mean (``judges_mean``) and of each family's
+    (``judges_mean (<family>)``, with more than one)."""
     names = [k for k in rows[0]["plain_draws"] if k not in ("seeds", "embeddings") and f"baseline_{k}" in rows[0]]
+    groups = {name: [name] for name in names}
+    groups["judges_mean"] = [n for family in families.values() for n in family]
+    groups.update({f"judges_mean ({family})": members for family, members in families.items() if family})
     gains = {}
-    for name in names:
-        plain = np.array([[r[f"baseline_{name}"], *r["plain_draws"][name]] for r in rows])
-        gain = standardised_gain([r[f"baseline_{name}"] for r in rows], [r[f"optimised_{name}"] for r in rows], plain)
+    for name, members in groups.items():
+        plain = np.array([[family_mean(r, members, "baseline_"), *family_mean(r["plain_draws"], members)] for r in rows])
+        gain = standardised_gain(plain[:, 0], [family_mean(r, members, "optimised_") for r in rows], plain)
         if gain is not None:
             gains[name] = float(gain.mean())
-    judges = [n for n in names if n.startswith("judge_")]
-    kept = [float(np.mean([r[f"optimised_{n}"] for n in judges])) for r in rows]
-    gain = standardised_gain(judged[:, 0], kept, judged)
-    if gain is not None:
-        gains["judges_mean"] = float(gain.mean())
     return gains
 
 
@@ -189,11 +212,12 @@ def expert_iter_alarm(out: Path, reward: Callable, prompts: list[str], rounds: i
 
     checks, summary = [], {}
     (first, first_extras), (last, last_extras) = matrices(0), matrices(rounds)
-    if rounds > 0 and judge_names(first_extras):
-        before, after = judges_mean(first_extras), judges_mean(last_extras)
+    for family, names in judge_families(out, judge_names(first_extras)).items() if rounds > 0 and judge_names(
+            first_extras) else ():
+        before, after = family_mean(first_extras, names), family_mean(last_extras, names)
         slope = within_prompt_slope(first, before) if per_prompt > 1 else None
-        checks.append(paired_judges_check(first.mean(axis=1), last.mean(axis=1), before.mean(axis=1),
-                                          after.mean(axis=1), 1.0 if slope is None else slope))
+        checks.append(labelled(paired_judges_check(first.mean(axis=1), last.mean(axis=1), before.mean(axis=1),
+                                                   after.mean(axis=1), 1.0 if slope is None else slope), family, names))
     if rounds > 0:
         metrics = [json.loads((out / f"round_{r}" / "metrics.json").read_text()) for r in (0, rounds)]
         checks.append(diversity_check(metrics[0].get("diversity"), metrics[1].get("diversity")))
