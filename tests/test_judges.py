@@ -157,8 +157,13 @@ def test_judges_are_checked_by_the_encoders_they_read(tmp_path):
     assert verdict(checks)["reasons"] == ["the judges on their own encoders confirm -50% of the reward's expected "
                                           "gain (shortfall 1.000, 95 % [0.500, 1.500])"]
     checks[1]["fires"], checks[1]["confirmed_fraction"] = False, 0.6
-    assert ("the judges on the reward's encoders confirm 90%, the judges on their own encoders confirm 60% of the "
-            "reward's expected gain") in alarm_line(verdict(checks))
+    for check in checks:
+        check["reward_gain"], check["slope"] = 1.0, 0.5
+    assert ("the judges on the reward's encoders confirm 90% of the reward's expected gain, the judges on their own "
+            "encoders confirm 60% of the reward's expected gain") in alarm_line(verdict(checks))
+    checks[1]["confirmed_fraction"], checks[1]["slope"] = None, -0.25  # these judges fall as the reward rises
+    assert "the judges on their own encoders do not rise with the reward on unoptimised samples (slope -0.25)" in (
+        alarm_line(verdict(checks)))
 
 
 def test_selection_rules():
@@ -258,3 +263,32 @@ def test_cli_best_of_n_with_debug_judges_selects_records_and_ends_with_the_alarm
     # selection by judges without judges is refused before any generation
     assert align([*args[:-2], "--select", "judges-mean", "--out", str(tmp_path / "other")]) == 2
     assert "--judges" in capsys.readouterr().err
+
+
+def test_pruned_best_of_n_and_smc_end_with_the_judges_check_of_their_last_pick(tmp_path, capsys):
+    """Runs that keep no unoptimised clip: the alarm checks the last selection (the pick among the survivors /
+    final particles against their mean) per kind of judge, and the run ends with the alarm line."""
+    prompts = ["--prompt", "lofi hip hop beat", "jazz trio", "--reward", "debug", "--judges", "debug"]
+    runs = {"pruned": ["best-of-n", "--prune", "--generator", "debug", "--n", "8", *prompts, "generation.duration=0.6",
+                       "candidates_per_batch=8", "prune_at=[0.5]", "prune_keep=0.25"],
+            "smc": ["smc", "--generator", "debug-audioldm2", "--particles", "3", *prompts, "temperature=100",
+                    "ess_threshold=1.0", "generation.steps=4", "generation.duration=0.5"]}
+    for name, args in runs.items():
+        out = tmp_path / name
+        assert align([*args, "--out", str(out)]) == 0
+        assert re.search(r"^alarm: (ok|hacking suspected)", capsys.readouterr().out, re.M), name
+        checks = json.loads((out / "summary.json").read_text())["alarm"]["checks"]
+        assert [(c["check"], c["family"]) for c in checks] == [("judges", "the reward's encoders"),
+                                                                ("judges", "their own encoders")]
+        rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+        if name == "pruned":  # per prompt: the survivors' scores and the winner's index among them
+            per_prompt = [[r for r in rows if r["prompt_index"] == p and r["score"] is not None] for p in range(2)]
+            scores = [[r["score"] for r in group] for group in per_prompt]
+            judged = [[np.mean([r["judge_" + j] for j in checks[1]["judges"]]) for r in group] for group in per_prompt]
+            picks = [[r["winner"] for r in group].index(True) for group in per_prompt]
+        else:
+            scores = [r["rewards"] for r in rows]
+            judged = [np.mean([r["judge_" + j] for j in checks[1]["judges"]], axis=0) for r in rows]
+            picks = [r["chosen"] for r in rows]
+        assert checks[1]["reward_gain"] == pytest.approx(np.mean([s[k] - np.mean(s) for s, k in zip(scores, picks)]))
+        assert checks[1]["judges_gain"] == pytest.approx(np.mean([j[k] - np.mean(j) for j, k in zip(judged, picks)]))

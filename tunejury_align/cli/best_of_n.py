@@ -123,5 +123,9 @@ def run_pruned(generator, reward, prompts, config, out, meta, processes, scorers
             print(f"  truth of the winner {summary['extras']['truth']['mean']:.4f} (the debug world's truth)")
         print(f"  compute: {compute['generator_passes']} {compute['pass_unit']} = {summary['compute_ratio']:.2f} x the "
               f"unpruned run's {summary['unpruned_passes']}, {compute['reward_calls']} reward calls")
+        if "alarm" in summary:
+            from ..recipes.alarm import alarm_line
+
+            print(alarm_line(summary["alarm"]))
         print(f"report: {printable(build_report(out))}")
     return EXIT_OK

@@ -81,5 +81,9 @@ def cmd_smc(args) -> int:
                   f"(the {TRUTH_LABEL}, tunejury_align.debug.truth; higher is better)")
         print(f"  compute: {compute['generator_passes']} {compute['pass_unit']}, {compute['reward_calls']} reward "
               f"calls, generator {compute['generator_seconds']:.1f} s, reward {compute['encoder_seconds']:.1f} s")
+        if "alarm" in summary:
+            from ..recipes.alarm import alarm_line
+
+            print(alarm_line(summary["alarm"]))
         print(f"report: {printable(build_report(out))}")
     return EXIT_OK

@@ -181,11 +181,13 @@ def alarm_line(result: dict) -> str:
     judged = [c for c in result["checks"] if c["check"] == "judges"]
     if not judged:
         detail = "add --judges to check the reward's gain against held-out judges"
-    elif judged[0]["confirmed_fraction"] is None:
+    elif judged[0]["reward_gain"] <= 0:
         detail = "the reward did not gain, so there was no gain for the judges to confirm"
     else:
-        detail = ", ".join(f"{judges_label(c)} confirm {c['confirmed_fraction']:.0%}" for c in judged)
-        detail += " of the reward's expected gain"
+        detail = ", ".join(f"{judges_label(c)} confirm {c['confirmed_fraction']:.0%} of the reward's expected gain"
+                           if c["confirmed_fraction"] is not None else
+                           f"{judges_label(c)} do not rise with the reward on unoptimised samples (slope "
+                           f"{c['slope']:.2f}), so there is no expected gain for them to confirm" for c in judged)
     return f"alarm: ok (no check fired: {', '.join(ran) or 'none ran'}; {detail})"
 
 

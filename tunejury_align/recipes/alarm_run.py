@@ -143,6 +143,22 @@ def best_of_n_alarm(out: Path, reward: Callable, prompts: list[str], scores: np.
     return finish_alarm(out, checks, summary)
 
 
+def selection_alarm(out: Path, rows: list[dict], chosen: list[int], summary: dict) -> dict:
+    """Particle steering and pruned best-of-N, with judges: the judges' check of the last selection, from the mean
+    of the final particles / surviving candidates (``rows[p]["scores"]`` and ``["extras"]``) to the kept one
+    (``chosen[p]``), the slope over them, by kind of judge. These runs keep no unoptimised clip, so the resampling
+    or pruning before that selection is not checked, and there is no drift or exploit check. Without judges (or
+    with fewer than 2 finalists, or a different number per prompt) the summary is returned without an alarm."""
+    names = sorted({n for r in rows for n in (r.get("extras") or {}) if n.startswith(JUDGE_PREFIX)})
+    if not names or len({len(r["scores"]) for r in rows}) != 1 or len(rows[0]["scores"]) < 2:
+        return summary
+    scores = np.array([r["scores"] for r in rows], dtype=np.float64)
+    extras = {n: np.array([r["extras"][n] for r in rows], dtype=np.float64) for n in names}
+    checks = [labelled(best_of_n_judges_check(scores, family_mean(extras, members), chosen), family, members)
+              for family, members in judge_families(out, names).items()]
+    return finish_alarm(out, checks, summary)
+
+
 def ditto_alarm(out: Path, reward: Callable, prompts: list[str], rows: list[dict], summary: dict,
                 paths: Callable[[str, int], str], reference: Path | None = None) -> dict:
     """DITTO: per prompt, iterate 0 -> the kept iterate (``rows``: the done markers, with ``baseline_judge_*`` /
@@ -150,8 +166,9 @@ def ditto_alarm(out: Path, reward: Callable, prompts: list[str], rows: list[dict
     checks = []
     names = sorted({key[len("baseline_"):] for r in rows for key in r if key.startswith("baseline_judge_")})
     plain = bool(rows) and all("plain_draws" in r for r in rows)  # iterate 0 and the plain draws of each prompt
-    standardised = plain_sample_gains(rows, judge_families(out, names)) if names and plain else None
-    for family, members in judge_families(out, names).items() if names and rows else ():
+    families = judge_families(out, names) if names and rows else {}
+    standardised = plain_sample_gains(rows, families) if families and plain else None
+    for family, members in families.items():
         def mean(r, kind, members=members):
             return float(np.mean([r[f"{kind}_{n}"] for n in members]))
         slope = None

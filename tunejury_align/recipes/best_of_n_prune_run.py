@@ -5,7 +5,8 @@ Folder layout: ``run.json``; ``.progress/rank<R>.jsonl`` (one line per finished 
 scores, every stage's prefix scores, extra scores, the compute and what the unpruned run would have spent);
 ``winners/p<IIII>.wav``; ``results.jsonl`` (one line per candidate: its final score or the prune point that
 stopped it, its prefix scores; no timings, so reruns compare equal); ``summary.json`` (mean winner score with
-a bootstrap 95 % interval, the compute, and the compute ratio to the unpruned run).
+a bootstrap 95 % interval, the compute, and the compute ratio to the unpruned run; with judges, the alarm's
+judges' check of the final pick among the survivors: :func:`~.alarm_run.selection_alarm`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..rundir import (
     read_jsonl,
     require_complete,
 )
+from .alarm_run import selection_alarm
 from .best_of_n import BestOfNConfig
 from .best_of_n_prune import PrunedPrompt, pruned_best_of_n
 from .best_of_n_run import winner_path
@@ -94,4 +96,5 @@ def write_pruned_results(out: Path, prompts: list[str], config: BestOfNConfig, m
                "compute_ratio": compute.generator_passes / full}
     atomic_write_json(out / "summary.json", summary)
     record_run_compute(out, compute)
-    return summary
+    rows = [records[p] for p in range(len(prompts))]
+    return selection_alarm(out, rows, [r["candidates"].index(r["winner"]) for r in rows], summary)

@@ -9,7 +9,8 @@ Folder layout (written through :mod:`tunejury_align.rundir`)::
     chosen/p<IIII>.wav          each prompt's chosen sample
     particles/p<IIII>_k<KK>.wav every final particle, with save_all
     results.jsonl               one line per prompt, sorted, written at the end (no timings: reruns compare equal)
-    summary.json                mean chosen reward (and truth) with bootstrap 95 % intervals, compute
+    summary.json                mean chosen reward (and truth) with bootstrap 95 % intervals, compute; with
+                                judges, the alarm's judges' check of the final pick among the particles
 
 Rerunning the same command skips finished prompts; a prompt interrupted half-way is redone whole, so the
 results equal an uninterrupted run's.
@@ -34,6 +35,7 @@ from ..rundir import (
     read_jsonl,
     require_complete,
 )
+from .alarm_run import selection_alarm
 from .compute import logged_compute, record_run_compute
 from .smc import SMCConfig, SteeredPrompt, smc
 
@@ -110,4 +112,5 @@ def write_results(out: Path, prompts: list[str], config: SMCConfig, meta: dict) 
                "compute": compute.as_dict()}
     atomic_write_json(out / "summary.json", summary)
     record_run_compute(out, compute)
-    return summary
+    rows = [records[p] for p in range(len(prompts))]
+    return selection_alarm(out, rows, [r["chosen"] for r in rows], summary)
