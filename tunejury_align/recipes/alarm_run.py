@@ -134,8 +134,7 @@ def best_of_n_alarm(out: Path, reward: Callable, prompts: list[str], scores: np.
     """Best-of-N: the judges' gain from the candidates' mean to the winner; the winner's probes against
     candidate 0 (the N = 1 baseline). ``paths(p, c)`` is the file of candidate ``c`` (the winner's own file for
     ``c = -1``)."""
-    checks = [labelled(best_of_n_judges_check(scores, family_mean(extras, names), winners), family, names)
-              for family, names in (judge_families(out, judge_names(extras)).items() if judge_names(extras) else ())]
+    checks = pick_checks(out, scores, extras, winners)
     pairs = [(out / paths(p, 0), out / paths(p, -1), prompt) for p, prompt in enumerate(prompts) if winners[p] != 0]
     checks.append(exploit_check(exploit_flags(reward, pairs)))
     summary = {**summary, "distribution": distribution(reward, [out / paths(p, -1) for p in range(len(prompts))],
@@ -154,9 +153,15 @@ def selection_alarm(out: Path, rows: list[dict], chosen: list[int], summary: dic
         return summary
     scores = np.array([r["scores"] for r in rows], dtype=np.float64)
     extras = {n: np.array([r["extras"][n] for r in rows], dtype=np.float64) for n in names}
-    checks = [labelled(best_of_n_judges_check(scores, family_mean(extras, members), chosen), family, members)
-              for family, members in judge_families(out, names).items()]
-    return finish_alarm(out, checks, summary)
+    return finish_alarm(out, pick_checks(out, scores, extras, chosen), summary)
+
+
+def pick_checks(out: Path, scores: np.ndarray, extras: dict, picks: list[int]) -> list[dict]:
+    """The judges' checks of a pick among candidates (``scores`` ``(P, n)``, ``extras`` the recorded scores of the
+    same shape, ``picks[p]`` the kept candidate), one per kind of judge; none without judges."""
+    names = judge_names(extras)
+    return [labelled(best_of_n_judges_check(scores, family_mean(extras, members), picks), family, members)
+            for family, members in (judge_families(out, names).items() if names else ())]
 
 
 def ditto_alarm(out: Path, reward: Callable, prompts: list[str], rows: list[dict], summary: dict,
