@@ -32,4 +32,9 @@ def build_debug_components(seed: int = DEBUG_SEED):
         head.net[-1].weight.mul_(40.0)  # spread the random scores over a visible range (~±1)
         clap = ClapEncoder(TINY_HTSAT, tiny_roberta_config(len(tokenizer)), tokenizer)
         mert = HubertModel(tiny_mert_config())
-    return head.eval(), clap.eval(), MertEncoder.from_model(mert, do_normalize=True)
+    encoder = MertEncoder.from_model(mert, do_normalize=True)
+    # the CPU defaults (one clip per pass, the conv stack in chunks) suit the full-size MERT, whose activations
+    # then stay in cache; the tiny one is far faster in batches and one conv pass (measured: 8.6 vs 14.9 ms a
+    # 2 s clip, 12 clips, 2 threads), with the same features to float rounding
+    encoder.micro_batch, encoder.conv_chunk_frames = 16, 0
+    return head.eval(), clap.eval(), encoder

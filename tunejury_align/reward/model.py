@@ -158,7 +158,11 @@ class TuneJuryReward(nn.Module):
             mono = resample(resample(mono, sample_rate, 16_000), 16_000, CLAP_SAMPLE_RATE)
             return centre_window(mono, CLAP_WINDOW)
         wave = resample(mono, sample_rate, CLAP_SAMPLE_RATE)
-        return quantize_int16(centre_window(wave, CLAP_WINDOW))
+        if wave.shape[-1] > CLAP_WINDOW:
+            return quantize_int16(centre_window(wave, CLAP_WINDOW))
+        # rounding is elementwise, so rounding the clip before LAION-CLAP's repeat-pad gives the same window
+        # (the padding zeros round to zero) for a fraction of the work
+        return centre_window(quantize_int16(wave), CLAP_WINDOW)
 
     def audio_blocks(self, audio: torch.Tensor, sample_rate: int, blocks: Sequence[str]) -> dict[str, torch.Tensor]:
         """``{block: (B, width)}`` float32 for the audio blocks named (``clap_audio``, ``mert``), one encoder pass
