@@ -151,3 +151,48 @@ def test_top_p_boundary_equals_transformers(tiny, monkeypatch):
     ours = ours_distribution(scores, 1.0, 0, 0.5, monkeypatch)
     theirs = transformers_distribution(model, scores, 1.0, 0, 0.5)
     assert (ours > 0).sum() == (theirs > 0).sum()
+
+
+# -- the special token ids -----------------------------------------------------------------------
+@pytest.mark.parametrize("build", ["tiny", "debug", "musicgen-small"])
+def test_special_ids_are_vocab_size_and_have_their_embedding_row(build, caplog, tmp_path):
+    """MusicGen's pad / bos / decoder-start id is ``vocab_size`` by design (facebook/musicgen-small: 2048, its
+    codebooks 0-2047): every decoder embedding holds ``vocab_size + 1`` rows, the last for that id. transformers'
+    composite-config check calls it outside the vocabulary; we drop exactly that message around our own config
+    building and loading, and nothing else."""
+    import logging
+
+    from tunejury_align.generators.musicgen import debug_musicgen, musicgen_small_model, special_ids_accepted
+
+    if build == "musicgen-small":  # built on the meta device: the real shapes without the 2 GB of weights
+        with torch.device("meta"):
+            model, _ = musicgen_small_model()
+    else:
+        model = tiny_musicgen(seed=1)[0] if build == "tiny" else debug_musicgen().model
+    decoder = model.config.decoder
+    assert decoder.pad_token_id == decoder.bos_token_id == decoder.decoder_start_token_id == decoder.vocab_size
+    assert model.generation_config.pad_token_id == model.generation_config.decoder_start_token_id == decoder.vocab_size
+    for embedding in model.decoder.model.decoder.embed_tokens:
+        assert embedding.num_embeddings == decoder.vocab_size + 1
+    if build != "tiny":
+        return
+    model.save_pretrained(tmp_path)  # the user's path: from_pretrained of a local folder
+    tokenizer = tiny_musicgen(seed=1)[1]
+    tokenizer.save_pretrained(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="transformers"):
+        MusicGenGenerator.from_pretrained(str(tmp_path))
+    assert not [r for r in caplog.records if "token_id" in r.getMessage()], caplog.records
+    # the filter drops only the id equal to vocab_size: another out-of-vocabulary id still warns
+    from tunejury_align.generators.musicgen import _SpecialIdsAtVocabSize
+
+    rule = _SpecialIdsAtVocabSize()
+    message = ("Model config: pad_token_id must be `None` or an integer within the vocabulary (between 0 and 63), "
+               "got {}. This may result in unexpected behavior.")
+    record = lambda value: logging.LogRecord("transformers.configuration_utils", logging.WARNING, "", 0,  # noqa: E731
+                                             message.format(value), None, None)
+    assert not rule.filter(record(64)) and rule.filter(record(65)) and rule.filter(record(-1))
+    logger = logging.getLogger("transformers.configuration_utils")
+    before = list(logger.filters)
+    with special_ids_accepted():
+        assert len(logger.filters) == len(before) + 1
+    assert logger.filters == before  # only around our own config building and loading

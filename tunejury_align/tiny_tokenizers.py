@@ -17,6 +17,9 @@ DEBUG_CORPUS = [
     "ambient synth pad, slow and spacious",
 ]
 
+#: stable-audio-open-1.0's tokenizer truncates at 128 tokens (its T5 conditioner's ``max_length``, from which diffusers'
+#: conversion script sets ``model_max_length``), and the pipeline pads every prompt to that length
+STABLE_AUDIO_T5_MAX_LENGTH = 128
 #: the tiny Stable Audio T5's vocabulary (kept as it was when the debug world was measured)
 STABLE_AUDIO_VOCAB_TEXT = [
     "high quality instrumental music lofi hip hop beat with warm piano chords",

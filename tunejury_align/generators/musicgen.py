@@ -23,7 +23,10 @@ null input, so the unconditional branch classifier-free guidance uses keeps bein
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +107,33 @@ def _logits_processor_classes():
     return SeededSampler, SamplerLastList
 
 
+#: transformers' generic config check (``PreTrainedConfig.validate_token_ids``, logger
+#: ``transformers.configuration_utils``) on a composite ``MusicgenConfig``: special ids must lie in 0..vocab_size-1
+SPECIAL_ID_WARNING = re.compile(r"Model config: (pad|bos|decoder_start)_token_id must be `None` or an integer within "
+                                r"the vocabulary \(between 0 and (\d+)\), got (\d+)\.")
+
+
+class _SpecialIdsAtVocabSize(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        match = SPECIAL_ID_WARNING.match(record.getMessage())
+        return not (match and int(match[3]) == int(match[2]) + 1)  # only the id that equals vocab_size
+
+
+@contextmanager
+def special_ids_accepted():
+    """While our MusicGen configs are built or loaded, drop transformers' warning that the decoder's pad, bos and
+    decoder-start ids lie outside the vocabulary, for ids equal to ``vocab_size`` only. They do so by design, in
+    the released configs too (musicgen-small: 2048 against 0-2047): the decoder's embeddings hold ``vocab_size +
+    1`` rows, the last one for that id (``MusicgenDecoderConfig.validate_token_ids`` accepts it; the composite
+    config's generic check does not). Any other message, and any other id, still shows."""
+    logger, rule = logging.getLogger("transformers.configuration_utils"), _SpecialIdsAtVocabSize()
+    logger.addFilter(rule)
+    try:
+        yield
+    finally:
+        logger.removeFilter(rule)
+
+
 class MusicGenGenerator:
     """MusicGen adapter: ``generate(prompts, seeds, **options) -> (B, C, T)`` at ``sample_rate``."""
 
@@ -127,9 +157,10 @@ class MusicGenGenerator:
         from transformers import AutoConfig, AutoTokenizer
 
         try:
-            config = AutoConfig.from_pretrained(name)
-            model_class = _model_class(config.model_type)
-            model = model_class.from_pretrained(name, torch_dtype=dtype)
+            with special_ids_accepted():
+                config = AutoConfig.from_pretrained(name)
+                model_class = _model_class(config.model_type)
+                model = model_class.from_pretrained(name, torch_dtype=dtype)
             tokenizer = AutoTokenizer.from_pretrained(name)
         except OSError as err:
             raise ModelNotFoundError(
@@ -235,11 +266,12 @@ def build_musicgen(text, audio, decoder, seed: int):
     untouched); the decoder's pad/start token (= its vocabulary size) is set where generate reads it."""
     from transformers import MusicgenConfig, MusicgenForConditionalGeneration
 
-    config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict())
-    special = decoder.pad_token_id
-    config.decoder_start_token_id = special
-    config.pad_token_id = special
-    with torch.random.fork_rng(devices=[]):
+    with special_ids_accepted():
+        config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict())
+        special = decoder.pad_token_id
+        config.decoder_start_token_id = special
+        config.pad_token_id = special
+    with torch.random.fork_rng(devices=[]), special_ids_accepted():
         torch.manual_seed(seed)
         model = MusicgenForConditionalGeneration(config).eval()
         for layer in model.audio_encoder.quantizer.layers:  # EnCodec codebooks start as zeros
@@ -371,7 +403,8 @@ class MusicGenTrainer(Trainer):
         self.generator.tokenizer.save_pretrained(path)
 
     def load_pretrained(self, path: Path) -> None:
-        loaded = type(self.model).from_pretrained(path, torch_dtype=next(self.model.parameters()).dtype)
+        with special_ids_accepted():
+            loaded = type(self.model).from_pretrained(path, torch_dtype=next(self.model.parameters()).dtype)
         self.model.load_state_dict(loaded.state_dict())
 
 

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..tiny_tokenizers import STABLE_AUDIO_VOCAB_TEXT, tiny_t5_tokenizer, words_of
+from ..tiny_tokenizers import STABLE_AUDIO_T5_MAX_LENGTH, STABLE_AUDIO_VOCAB_TEXT, tiny_t5_tokenizer, words_of
 from .base import (
     Family,
     Trainer,
@@ -298,10 +298,10 @@ class StableAudioGenerator:
         return audio[:, :, : int(duration * self.sample_rate)]
 
 
-def tiny_stable_audio(seed: int = 0, decoder_channels: int = 4, channel_multiples=(1, 2, 2, 4, 4)):
-    """A tiny random ``StableAudioPipeline`` of the real architecture (T5 encoder, projection model,
-    DiT, Oobleck VAE at 44.1 kHz with 2048x downsampling, cosine DPM-Solver SDE scheduler), built
-    in-process without the hub: 64 latent frames, a 2.97 s window. The caller's RNG is untouched."""
+def tiny_stable_audio(seed: int = 0, decoder_channels: int = 4, channel_multiples=(1, 2, 2, 4, 4), sample_size: int = 64):
+    """A tiny random ``StableAudioPipeline`` of the real architecture (T5 encoder, projection model, DiT, Oobleck
+    VAE at 44.1 kHz with 2048x downsampling, cosine DPM-Solver SDE scheduler), built in-process without the hub:
+    ``sample_size`` latent frames (64: a 2.97 s window). The caller's RNG is untouched."""
     from diffusers import (
         AutoencoderOobleck,
         CosineDPMSolverMultistepScheduler,
@@ -311,7 +311,7 @@ def tiny_stable_audio(seed: int = 0, decoder_channels: int = 4, channel_multiple
     )
     from transformers import T5Config, T5EncoderModel
 
-    tokenizer = tiny_t5_tokenizer(words_of(STABLE_AUDIO_VOCAB_TEXT), space_score=-2.0, max_length=16)
+    tokenizer = tiny_t5_tokenizer(words_of(STABLE_AUDIO_VOCAB_TEXT), space_score=-2.0, max_length=STABLE_AUDIO_T5_MAX_LENGTH)
     text_config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
                            pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
     with torch.random.fork_rng(devices=[]):
@@ -320,7 +320,7 @@ def tiny_stable_audio(seed: int = 0, decoder_channels: int = 4, channel_multiple
         projection_model = StableAudioProjectionModel(text_encoder_dim=32, conditioning_dim=16, min_value=0,
                                                       max_value=512)
         transformer = StableAudioDiTModel(
-            sample_size=64, in_channels=8, num_layers=2, attention_head_dim=8, num_attention_heads=4,
+            sample_size=sample_size, in_channels=8, num_layers=2, attention_head_dim=8, num_attention_heads=4,
             num_key_value_attention_heads=2, out_channels=8, cross_attention_dim=32, time_proj_dim=16,
             global_states_input_dim=32, cross_attention_input_dim=16)
         with warnings.catch_warnings():  # Oobleck still uses torch.nn.utils.weight_norm
@@ -336,12 +336,12 @@ def tiny_stable_audio(seed: int = 0, decoder_channels: int = 4, channel_multiple
 
 
 def debug_stable_audio(seed: int = 0) -> StableAudioGenerator:
-    """The debug world's Stable Audio (4 steps, 2 s clips): :func:`tiny_stable_audio` with an 8-channel
-    Oobleck decoder, voiced by :func:`.voicing.voice_stable_audio` so that timbre and level follow the
-    initial noise (and DITTO can move them)."""
+    """The debug world's Stable Audio (4 steps, 2 s clips in a 2.04 s window of 44 latent frames, all of which
+    the pipeline always denoises and decodes): :func:`tiny_stable_audio` with an 8-channel Oobleck decoder, voiced
+    by :func:`.voicing.voice_stable_audio` so that timbre and level follow the initial noise (DITTO moves them)."""
     from .voicing import voice_stable_audio
 
-    pipe = tiny_stable_audio(seed, decoder_channels=8, channel_multiples=(1, 1, 1, 1, 1))
+    pipe = tiny_stable_audio(seed, decoder_channels=8, channel_multiples=(1, 1, 1, 1, 1), sample_size=44)
     voice_stable_audio(pipe)
     return StableAudioGenerator(pipe, name="debug-stable-audio", is_debug=True,
                                 default_options={"steps": 4, "duration": 2.0})
