@@ -54,6 +54,29 @@ def test_debug_reward_is_labelled(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["debug"] is True
 
 
+def test_score_records_the_truth_of_the_world_it_is_given(tmp_path, capsys):
+    """``world.truth=...`` among the inputs: the debug reward of that world scores, and the truth printed is its
+    own (the temporal truth of the file here); a truth that cannot be found is refused before any model loads."""
+    import time
+
+    from tunejury_align.debug import temporal
+    from tunejury_align.reward.audio import read_audio
+
+    folder = write_clips(tmp_path / "clips", ("x.wav",))
+    assert main(["score", str(folder / "x.wav"), "--reward", "debug", "--prompt", "jazz trio", "--json",
+                 "world.truth=temporal"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    wave, rate = read_audio(folder / "x.wav")
+    assert record["truth"] == pytest.approx(float(temporal.truth(wave[None], rate, ["jazz trio"])[0]), rel=1e-6)
+    assert main(["score", str(folder), "--reward", "debug", "world.truth=temporal"]) == 0
+    assert "truth: the debug world's truth temporal (tunejury_align.debug.temporal:truth)" in capsys.readouterr().out
+    started = time.perf_counter()
+    assert main(["score", str(folder), "--reward", "debug", "world.truth=no_such_module:truth"]) == 2
+    assert "cannot import no_such_module" in capsys.readouterr().err and time.perf_counter() - started < 5
+    assert main(["score", str(folder), "world.truth=temporal"]) == 2  # a real reward: no debug world to give it to
+    assert "neither --generator nor --reward is a debug model" in capsys.readouterr().err
+
+
 def test_prompts_file(hub_cache, tmp_path, capsys):
     folder = write_clips(tmp_path / "clips")
     prompts = tmp_path / "prompts.jsonl"

@@ -282,7 +282,7 @@ def test_cli_bad_inputs_fail_before_any_work(tmp_path, capsys, extra, message):
 def test_cli_out_of_memory_exits_with_advice(tmp_path, capsys, monkeypatch):
     from tunejury_align import cli
 
-    def exhausted_reward(args):
+    def exhausted_reward(args, truth=None):
         def reward(audio, sample_rate, prompts):
             raise torch.OutOfMemoryError("CUDA out of memory")
         return reward

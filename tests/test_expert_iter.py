@@ -84,14 +84,14 @@ def debug_reward_model():
 @pytest.fixture()
 def patched_reward(monkeypatch, debug_reward_model):
     """``--reward debug`` in-process without rebuilding the debug reward (same seeded weights)."""
-    monkeypatch.setattr(cli_common, "load_reward", lambda args: debug_reward_model)
+    monkeypatch.setattr(cli_common, "load_reward", lambda args, truth=None: debug_reward_model)
 
 
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory, debug_reward_model):
     out = tmp_path_factory.mktemp("reference") / "run"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cli_common, "load_reward", lambda args: debug_reward_model)
+        patch.setattr(cli_common, "load_reward", lambda args, truth=None: debug_reward_model)
         assert run_main([*RUN_ARGS, "--out", str(out)]) == 0
     return out
 

@@ -215,7 +215,7 @@ def test_score_prints_one_column_per_judge(judge_files, reward, tmp_path, monkey
 
     for i in range(2):
         soundfile.write(tmp_path / f"clip{i}.wav", clips(2)[i, 0].numpy(), 32_000)
-    monkeypatch.setattr(cli_score, "load_reward", lambda args: reward)
+    monkeypatch.setattr(cli_score, "load_reward", lambda args, truth=None: reward)
     with forward_calls(reward.clap.audio_branch, reward.mert) as calls:
         assert align(["score", str(tmp_path / "clip0.wav"), str(tmp_path / "clip1.wav"), "--prompt", "jazz",
                       "--judges", f"{judge_files[0]},{judge_files[1]}"]) == 0

@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
 #: what must match for a folder to be resumed (timings, versions and loose settings may change)
-FINGERPRINT_KEYS = ("config", "prompts", "generator", "reward", "judges")
+FINGERPRINT_KEYS = ("config", "prompts", "generator", "reward", "judges", "world")
 
 
 class RunMismatchError(ValueError):

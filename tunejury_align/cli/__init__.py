@@ -32,7 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # `align score FILE --reward debug world.truth=X`: a setting after the options (argparse gives a positional
+    # list only the strings before them); anything else unknown is the usual error
+    from .score import WORLD_SETTING
+
+    if extra and getattr(args, "command", None) == "score" and all(WORLD_SETTING.match(item) for item in extra):
+        args.inputs = [*args.inputs, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     # laion-clap's HTSAT calls torch.meshgrid without `indexing`; silence that warning for CLI users.
     warnings.filterwarnings("ignore", message=r"torch\.meshgrid", category=UserWarning)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,

@@ -19,6 +19,8 @@ from .common import (
     printable,
     read_prompts,
     run_scorers,
+    truth_text,
+    world_truth,
 )
 from .progress import Progress, say
 
@@ -46,7 +48,6 @@ def add_parser(commands) -> None:
 
 def cmd_best_of_n(args) -> int:
     from ..config import load_config
-    from ..debug import TRUTH_LABEL
     from ..recipes.alarm import alarm_line
     from ..recipes.best_of_n_run import run_best_of_n
     from ..report import build_report
@@ -57,16 +58,17 @@ def cmd_best_of_n(args) -> int:
     config = load_config(BestOfNConfig, args.config, args.overrides, n=args.n,
                          save_all=True if args.save_all else None, prune=True if args.prune else None,
                          select=args.select)
+    truth = world_truth(args, config.world)
     processes = distributed_state()
     out = check_output_dir(args.out, is_main=processes.is_main)
     say(f"best-of-n: {len(prompts)} prompt(s) x {config.n} candidate(s) = {len(prompts) * config.n} generations "
         f"in units of {config.candidates_per_batch}, generation options {config.generation or '(defaults)'} "
         f"-> {printable(out)}", processes.is_main)
     generator, reward = load_models(args, debug_default="debug-musicgen", generation=config.generation,
-                                    processes=processes)
+                                    processes=processes, truth=truth)
     # 2. Run (resuming whatever the folder already holds).
     meta = run_meta("best-of-n", config, prompts, generator, reward)
-    scorers = run_scorers(args, generator, reward, meta)
+    scorers = run_scorers(args, generator, reward, meta, truth)
     if config.select != "reward" and "judges" not in meta:
         raise UsageError(f"select={config.select} ranks by held-out judges: give them with --judges (e.g. --judges "
                          "debug with the debug reward)")
@@ -82,14 +84,14 @@ def cmd_best_of_n(args) -> int:
         report = build_report(out)
         label = DEBUG_LABEL if summary["debug"] else ""
         print(f"best-of-{config.n} over {len(prompts)} prompt(s){label} -> {printable(out)}")
-        truth = (summary.get("extra_curves") or {}).get("truth")
+        truths = (summary.get("extra_curves") or {}).get("truth")
         for index, point in enumerate(summary["curve"]):
             line = f"  N={point['n']:<3d} mean best reward {point['mean']:.4f}{interval_text(point)}"
-            if truth:
-                line += f"   truth of the reward's pick {truth[index]['mean']:.4f}{interval_text(truth[index])}"
+            if truths:
+                line += f"   truth of the reward's pick {truths[index]['mean']:.4f}{interval_text(truths[index])}"
             print(line)
-        if truth:
-            print(f"  (truth: the {TRUTH_LABEL}, tunejury_align.debug.truth; higher is better)")
+        if truths:
+            print(f"  (truth: {truth_text(scorers['truth'])}; higher is better)")
         if "alarm" in summary:
             print(alarm_line(summary["alarm"]))
         print(f"report: {printable(report)}")
@@ -120,7 +122,7 @@ def run_pruned(generator, reward, prompts, config, out, meta, processes, scorers
         print(f"pruned best-of-{config.n} over {len(prompts)} prompt(s){label} -> {printable(out)}")
         print(f"  mean winner reward {winner['mean']:.4f}  [{winner['low']:.3f}, {winner['high']:.3f}]")
         if "truth" in summary["extras"]:
-            print(f"  truth of the winner {summary['extras']['truth']['mean']:.4f} (the debug world's truth)")
+            print(f"  truth of the winner {summary['extras']['truth']['mean']:.4f} ({truth_text(scorers['truth'])})")
         print(f"  compute: {compute['generator_passes']} {compute['pass_unit']} = {summary['compute_ratio']:.2f} x the "
               f"unpruned run's {summary['unpruned_passes']}, {compute['reward_calls']} reward calls")
         if "alarm" in summary:

@@ -67,9 +67,57 @@ def add_reward_options(parser: argparse.ArgumentParser) -> None:
                             "local .pt file or a folder of them, or 'debug' (the debug world's judges); repeatable")
 
 
-def load_reward(args):
-    import sys
+def world_from(settings: list[str]) -> dict:
+    """``["world.truth=X"]`` -> ``{"truth": "X"}`` (the ``world`` settings of a command without a config)."""
+    from ..config import ConfigError, parse_override
 
+    world: dict = {}
+    for text in settings:
+        try:
+            keys, value = parse_override(text)
+        except ConfigError as err:
+            raise UsageError(str(err)) from err
+        if len(keys) != 2 or keys[0] != "world":
+            raise UsageError(f"'{text}' is not a world setting (world.truth=...)")
+        world[keys[1]] = str(value)
+    return world
+
+
+def world_truth(args, world: dict | None):
+    """The truth of the debug world (the ``world.truth`` setting, resolved now, before any model loads), or
+    ``None`` when neither the generator nor the reward is a debug model (then a ``world.truth`` other than the
+    default is a :class:`UsageError`: there is no debug world to give it to)."""
+    from ..debug.worlds import DEFAULT_TRUTH, TruthError, resolve_truth, world_settings
+
+    try:
+        settings = world_settings(world)
+        in_world = getattr(args, "reward", None) == "debug" or str(getattr(args, "generator", "")).startswith("debug")
+        if not in_world:
+            if settings["truth"] != DEFAULT_TRUTH:
+                raise UsageError(f"world.truth={settings['truth']} sets the debug world's truth, but neither "
+                                 "--generator nor --reward is a debug model: use them with debug models, or drop it")
+            return None
+        return resolve_truth(settings["truth"])
+    except TruthError as err:
+        raise UsageError(str(err)) from err
+
+
+def truth_text(truth) -> str:
+    """How a command names the truth it prints beside the reward: ``the debug world's truth <name>``."""
+    from ..debug.worlds import truth_label
+
+    return f"the debug world's truth {truth_label(truth)}"
+
+
+def world_progress():
+    """The debug world's build progress, as the CLI shows it (one line or bar per phase)."""
+    from .progress import Phases
+
+    return Phases(lambda phase: "epochs" if phase.endswith("head") else "prompts")
+
+
+def load_reward(args, truth=None):
+    """``--reward`` (``debug``: the debug world's proxy of ``truth``, built on first use with its progress shown)."""
     import torch
 
     from ..reward import TuneJuryReward, debug_reward
@@ -77,12 +125,19 @@ def load_reward(args):
     dtype = getattr(torch, args.dtype)
     device = resolve_device(args.device, None)
     dtype = None if dtype == torch.float32 else dtype
-    if args.reward == "debug":  # built once per machine (a minute or two), then loaded from the cache
-        def built(generator: str) -> None:
-            print(f"debug reward: {generator}'s training clips done (the first use builds the debug world's "
-                  "reward; it is cached)", file=sys.stderr, flush=True)
+    if args.reward == "debug":  # built once per machine and truth (under a minute), then loaded from the cache
+        from ..debug.build import build_world
+        from ..reward.judges import DEBUG_JUDGES, parse_judges
 
-        return debug_reward(protocol=args.protocol, device=device, dtype=dtype, progress=built)
+        specs = parse_judges(getattr(args, "judges", None))
+        judges = [name for spec in specs if spec == "debug" or spec.startswith("debug:")
+                  for name in (DEBUG_JUDGES if spec == "debug" else [spec[len("debug:"):]]) if name in DEBUG_JUDGES]
+        progress = world_progress()
+        try:
+            build_world(truth, judges, progress)  # with debug judges: their clips generated once with the reward's
+            return debug_reward(protocol=args.protocol, device=device, dtype=dtype, progress=progress, truth=truth)
+        finally:
+            progress.close()
     return TuneJuryReward.from_pretrained(args.reward, clap=args.clap, mert=args.mert, text_model=args.text_model,
                                           protocol=args.protocol, device=device, dtype=dtype)
 
@@ -92,16 +147,21 @@ def load_judges_for(args, reward) -> list:
     from ..reward.head import CheckpointError
     from ..reward.judges import JudgeError, load_judges
 
+    progress = world_progress()
     try:
-        return load_judges(getattr(args, "judges", None), reward)
+        return load_judges(getattr(args, "judges", None), reward, progress=progress)
     except (JudgeError, CheckpointError, FileNotFoundError) as err:
         raise UsageError(f"--judges: {err}") from err
+    finally:
+        progress.close()
 
 
-def run_scorers(args, generator, reward, meta: dict | None = None) -> dict:
-    """What every recipe records beside the reward: the debug world's truth (debug generators) and the judges'
-    scores (``judge_<name>``); the judges are written into ``meta`` (a resume must use the same ones)."""
+def run_scorers(args, generator, reward, meta: dict | None = None, truth=None) -> dict:
+    """What every recipe records beside the reward: the debug world's ``truth`` (debug generators) and the judges'
+    scores (``judge_<name>``); the truth's identity and the judges are written into ``meta`` (a resume must use
+    the same ones)."""
     from ..debug import world_scorers
+    from ..debug.worlds import truth_identity, truth_label
     from ..reward.judges import judge_scorers
 
     reference = getattr(args, "reference", None)
@@ -110,7 +170,10 @@ def run_scorers(args, generator, reward, meta: dict | None = None) -> dict:
     judges = load_judges_for(args, reward)
     if judges and meta is not None:
         meta["judges"] = [judge.info() for judge in judges]
-    return {**world_scorers(generator), **judge_scorers(reward, judges)}
+    world = world_scorers(generator, truth)
+    if world and meta is not None:
+        meta["world"] = {"truth": truth_label(world["truth"]), "truth_identity": truth_identity(world["truth"])}
+    return {**world, **judge_scorers(reward, judges)}
 
 
 # -- the run arguments ---------------------------------------------------------------------------
@@ -302,10 +365,11 @@ def check_generation_options(generator, options: dict) -> None:
         raise UsageError(f"bad generation option for {generator.name}: {err}") from err
 
 
-def load_models(args, *, debug_default: str, generation: dict, processes: Processes | None = None, wrap=None):
+def load_models(args, *, debug_default: str, generation: dict, processes: Processes | None = None, wrap=None,
+                truth=None):
     """The generator (``--generator``, ``debug`` -> ``debug_default``; ``wrap(generator)`` may adapt it,
-    or refuse it with a TypeError / ValueError) with its options checked, then the reward. Sets
-    ``args.device``."""
+    or refuse it with a TypeError / ValueError) with its options checked, then the reward (the debug reward of
+    ``truth``'s world with ``--reward debug``). Sets ``args.device``."""
     from ..generators import load_generator
 
     args.device = resolve_device(args.device, processes.device if processes else None)
@@ -316,4 +380,4 @@ def load_models(args, *, debug_default: str, generation: dict, processes: Proces
         except (TypeError, ValueError, NotImplementedError) as err:
             raise UsageError(str(err)) from err
     check_generation_options(generator, generation)
-    return generator, load_reward(args)
+    return generator, load_reward(args, truth)

@@ -19,6 +19,8 @@ from .common import (
     printable,
     read_prompts,
     run_scorers,
+    truth_text,
+    world_truth,
 )
 from .progress import Progress, say
 
@@ -49,7 +51,6 @@ def add_parser(commands) -> None:
 
 def cmd_ditto(args) -> int:
     from ..config import load_config
-    from ..debug import TRUTH_LABEL
     from ..generators import as_diffusion_generator
     from ..recipes.alarm import alarm_line
     from ..recipes.ditto import DittoOutOfMemoryError
@@ -60,15 +61,16 @@ def cmd_ditto(args) -> int:
     prompts = read_prompts(args)
     config = load_config(DittoConfig, args.config, args.overrides, preset=args.preset,
                          iterations=args.iterations, seed=args.seed)
+    truth = world_truth(args, config.world)
     out = check_output_dir(args.out)
     say(f"ditto: {len(prompts)} prompt(s) x {config.iterations + 1} iterates (baseline + {config.iterations} "
         f"iterations), {config.sampler_steps} sampler steps each, preset {config.preset} (lr {config.learning_rate:g}) "
         f"-> {printable(out)}")
     generator, reward = load_models(args, debug_default="debug-stable-audio", generation=config.generation_options(),
-                                    wrap=as_diffusion_generator)
+                                    wrap=as_diffusion_generator, truth=truth)
     # 2. Run (resuming whatever the folder already holds).
     meta = ditto_run_meta(config, prompts, generator, reward)
-    scorers = run_scorers(args, generator, reward, meta)
+    scorers = run_scorers(args, generator, reward, meta, truth)
     with Progress("ditto", len(prompts) * (config.iterations + 1), "iterates") as bar:
         try:
             summary = run_ditto(generator, reward, prompts, config, out, meta, progress=bar.update,
@@ -89,10 +91,10 @@ def cmd_ditto(args) -> int:
         print(f"  p{row['prompt_index']:04d}  reward {row['baseline_reward']:.4f} -> {row['optimised_reward']:.4f} "
               f"({row['gain']:+.4f}, best iterate {row['best_iteration']}){truth}  {printable(row['prompt'][:60])}")
     if summary["finished"]:
-        truth = f", truth {summary['mean_truth_gain']:+.4f}" if "mean_truth_gain" in summary else ""
-        print(f"  mean gain: reward {summary['mean_gain']:+.4f}{truth}")
-        if truth:
-            print(f"  (truth: the {TRUTH_LABEL}, tunejury_align.debug.truth; higher is better)")
+        gained = f", truth {summary['mean_truth_gain']:+.4f}" if "mean_truth_gain" in summary else ""
+        print(f"  mean gain: reward {summary['mean_gain']:+.4f}{gained}")
+        if gained:
+            print(f"  (truth: {truth_text(scorers['truth'])}; higher is better)")
     if "alarm" in summary:
         print(alarm_line(summary["alarm"]))
     print(f"report: {printable(build_report(out))}")

@@ -21,6 +21,8 @@ from .common import (
     read_prompts,
     read_prompts_from,
     run_scorers,
+    truth_text,
+    world_truth,
 )
 from .progress import Phases, say
 
@@ -64,7 +66,6 @@ def cmd_expert_iter(args) -> int:
     import json
 
     from ..config import load_config
-    from ..debug import TRUTH_LABEL
     from ..generators import trainer_for
     from ..recipes.alarm import alarm_line
     from ..recipes.expert_iter import split_prompts
@@ -83,6 +84,7 @@ def cmd_expert_iter(args) -> int:
                          learning_rate=args.learning_rate, train_batch_size=args.train_batch_size)
     if heldout is None:
         prompts, heldout = split_prompts(prompts, config.heldout_fraction, config.heldout_seed)
+    truth = world_truth(args, config.world)
     processes = distributed_state()
     world_size = processes.world_size
     if config.train_batch_size % (config.gradient_accumulation_steps * world_size):
@@ -96,7 +98,7 @@ def cmd_expert_iter(args) -> int:
         return generator
 
     generator, reward = load_models(args, debug_default="debug-musicgen", generation=config.generation,
-                                    processes=processes, wrap=trainable)
+                                    processes=processes, wrap=trainable, truth=truth)
     accelerator = None
     if world_size > 1:
         from accelerate import Accelerator
@@ -106,7 +108,7 @@ def cmd_expert_iter(args) -> int:
                                   kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
     # 2. Run (resuming whatever the folder already holds).
     meta = expert_iter_run_meta(config, prompts, heldout, generator, reward)
-    scorers = run_scorers(args, generator, reward, meta)
+    scorers = run_scorers(args, generator, reward, meta, truth)
     bars = Phases(lambda phase: "steps" if phase.endswith("train") else "samples", enabled=processes.is_main)
     try:
         rows = run_expert_iteration(generator, reward, prompts, config, out, meta, heldout=heldout,
@@ -131,7 +133,7 @@ def cmd_expert_iter(args) -> int:
             truth_cell = f"  {row['eval_truth_mean']:<10.4f}" if truth else ""
             print(f"  {row['round']:<5d}  {row['eval_reward_mean']:<11.4f}{truth_cell}  {kept:<10}  {frechet}  {diversity}")
         if truth:
-            print(f"  (eval truth: the {TRUTH_LABEL} of fresh held-out samples, tunejury_align.debug.truth)")
+            print(f"  (eval truth: {truth_text(scorers['truth'])} of fresh held-out samples)")
         print(f"  checkpoints: {printable(out / f'round_{config.rounds}' / 'checkpoint')} (from_pretrained)")
         print(alarm_line(json.loads((out / "summary.json").read_text())["alarm"]))
         print(f"report: {printable(build_report(out))}")

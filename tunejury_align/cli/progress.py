@@ -39,15 +39,20 @@ class Progress:
                  leave: bool = True):
         self.desc, self.total, self.unit, self.enabled = desc, int(total), unit, enabled
         self.stream = stream if stream is not None else sys.stderr
-        self.clock, self.done, self.bar, self.closed = clock, 0, None, False
+        self.clock, self.done, self.bar, self.closed, self.note = clock, 0, None, False, ""
         self.start = self.last = clock()
         if enabled and _is_terminal(self.stream):
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=self.total, desc=desc, unit=unit.split()[0], file=self.stream, leave=leave)
 
-    def update(self, advance: int = 1) -> None:
+    def update(self, advance: int = 1, note: str | None = None) -> None:
+        """``advance`` more units done; ``note`` (e.g. a validation accuracy) is shown after the count."""
         self.done += advance
+        if note is not None:
+            self.note = note
+            if self.bar is not None:
+                self.bar.set_postfix_str(note, refresh=False)
         if self.bar is not None:
             self.bar.update(advance)
         elif self.enabled and self.clock() - self.last >= INTERVAL_SECONDS:
@@ -63,7 +68,9 @@ class Progress:
             timing = f"{duration(elapsed)} elapsed, ~{duration(elapsed / share - elapsed)} left"
         else:
             timing = f"{duration(elapsed)} elapsed"
-        print(f"{self.desc}: {self.done}/{self.total} {self.unit} ({share:.0%}), {timing}", file=self.stream, flush=True)
+        note = f", {self.note}" if self.note else ""
+        print(f"{self.desc}: {self.done}/{self.total} {self.unit} ({share:.0%}){note}, {timing}", file=self.stream,
+              flush=True)
 
     def close(self) -> None:
         if self.closed:
@@ -91,17 +98,21 @@ class Progress:
 
 class Phases:
     """Progress of a command in phases (``round 1: generate``, ``round 1: train`` ...): one
-    :class:`Progress` per phase, called as ``phases(phase, advance, total)`` (expert iteration's callback).
-    ``unit(phase)`` names what a phase counts."""
+    :class:`Progress` per phase, called as ``phases(phase, advance, total, note)`` (expert iteration's and the
+    debug world's build callback). ``unit(phase)`` names what a phase counts."""
 
     def __init__(self, unit, enabled: bool = True):
         self.unit, self.enabled, self.phases = unit, enabled, {}
 
-    def __call__(self, phase: str, advance: int, total: int) -> None:
+    def __call__(self, phase: str, advance: int, total: int, note: str | None = None) -> None:
         if phase not in self.phases:
             self.phases[phase] = Progress(phase, total, self.unit(phase), enabled=self.enabled, leave=False)
         progress = self.phases[phase]
-        progress.update(advance)
+        if total != progress.total:  # the work turned out shorter (e.g. training stopped early)
+            progress.total = int(total)
+            if progress.bar is not None:
+                progress.bar.total = int(total)
+        progress.update(advance, note or None)
         if progress.done >= total:
             progress.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -20,10 +21,16 @@ from .common import (
     load_reward,
     pad,
     printable,
+    truth_text,
+    world_from,
+    world_truth,
 )
 from .progress import Progress, say
 
 logger = logging.getLogger(__name__)
+
+#: a ``world.KEY=VALUE`` setting among the inputs
+WORLD_SETTING = re.compile(r"^world\.[A-Za-z_]+=")
 
 
 
@@ -31,7 +38,10 @@ def add_parser(commands) -> None:
     score = commands.add_parser("score", help="score audio files with the reward",
                                 description="Score audio files; prints each score and its percentile in "
                                             "the seven published collections.")
-    score.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="audio files or folders (searched recursively)")
+    score.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR",
+                       help="audio files or folders (searched recursively); a world.KEY=VALUE among them is a setting "
+                            "of the debug world (with --reward debug): world.truth=spectral|temporal|"
+                            "package.module:function, the truth printed beside the debug reward (default spectral)")
     prompt = score.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", help="one prompt for every file (default: none, the empty-prompt protocol)")
     prompt.add_argument("--prompts-file", help="CSV (file,prompt) or JSONL ({'file','prompt'}) with a prompt per file")
@@ -103,7 +113,12 @@ def cmd_score(args) -> int:
     from ..reward.judges import JUDGE_PREFIX, judge_scorers
     from ..reward.percentiles import collection_names
 
-    # 1. Inputs, prompts and calibration are checked before the reward loads.
+    # 1. Inputs, settings, prompts and calibration are checked before the reward loads.
+    settings = [item for item in args.inputs if WORLD_SETTING.match(item)]
+    args.inputs = [item for item in args.inputs if not WORLD_SETTING.match(item)]
+    if not args.inputs:
+        raise UsageError("give at least one audio file or folder to score")
+    truth = world_truth(args, world_from(settings))
     entries = collect_audio_files(args.inputs)
     files = [file for file, error in entries if error is None]
     if args.prompts_file:
@@ -116,17 +131,19 @@ def cmd_score(args) -> int:
     if args.calibration or args.system:
         calibration = load_calibration_offset(args)
     say(f"scoring {len(files)} file(s) with the reward {printable(args.reward)}")
-    reward = load_reward(args)
+    reward = load_reward(args, truth)
     judges = judge_scorers(reward, load_judges_for(args, reward))
     names = collection_names()
     # 2. Score file after file; each result is printed (and flushed) as soon as it is known.
     table = None if args.json else ScoreTable([printable(str(file)) for file, _ in entries], names, reward.is_debug,
-                                              [name[len(JUDGE_PREFIX):] for name in judges])
+                                              [name[len(JUDGE_PREFIX):] for name in judges],
+                                              truth_text(truth) if reward.is_debug else "")
     failed = 0
     with Progress("scoring", len(files), "files") as progress:
         for file, error in entries:
             prompt = (prompt_for(file, mapping) if args.prompts_file else args.prompt or "") if error is None else None
-            record = (score_one(reward, file, prompt, calibration, truth=reward.is_debug, judges=judges)
+            record = (score_one(reward, file, prompt, calibration, truth=truth if reward.is_debug else None,
+                                judges=judges)
                       if error is None
                       else {"file": str(file), "error": error})
             record["reward"] = "debug" if reward.is_debug else args.reward
@@ -147,11 +164,11 @@ def cmd_score(args) -> int:
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
-def score_one(reward, file: Path, prompt: str, calibration: float | None, truth: bool = False,
+def score_one(reward, file: Path, prompt: str, calibration: float | None, truth=None,
               judges: dict | None = None) -> dict:
     """One file's record: its score and percentiles (and any warning about how it was read), or its
-    error. Any failure is this file's error; the other files are still scored. ``truth``: also the
-    debug world's truth of the file (with the debug reward); ``judges``: each judge's score (``judge_<name>``),
+    error. Any failure is this file's error; the other files are still scored. ``truth``: a debug world's truth
+    callable, also scored (with the debug reward); ``judges``: each judge's score (``judge_<name>``),
     from the reward's own features of the file (no second encoder pass; a judge with its own encoders runs them)."""
     import torch
 
@@ -176,10 +193,8 @@ def score_one(reward, file: Path, prompt: str, calibration: float | None, truth:
         if calibration is not None:
             record["calibrated_score"] = score - calibration
         record["percentiles"] = percentiles(score)
-        if truth:
-            from ..debug import truth as debug_truth
-
-            record["truth"] = float(debug_truth(audio, sample_rate, [prompt])[0])
+        if truth is not None:
+            record["truth"] = float(truth(audio, sample_rate, [prompt])[0])
     except AudioError as err:
         record["error"] = str(err) if str(file) in str(err) else f"{file}: {err}"
     except Exception as err:  # any other per-file failure is named; it never ends the other files' scores
@@ -218,8 +233,9 @@ class ScoreTable:
     """The score table, one row at a time: the column widths are fixed up front from the known file
     names (display width: a CJK character takes two columns), so rows can be printed as they come."""
 
-    def __init__(self, files: list[str], names: dict[str, str], debug: bool, judges: list[str] = ()):
-        self.names, self.debug, self.judges = names, debug, list(judges)
+    def __init__(self, files: list[str], names: dict[str, str], debug: bool, judges: list[str] = (),
+                 truth: str = ""):
+        self.names, self.debug, self.judges, self.truth = names, debug, list(judges), truth
         extra = (["truth"] if debug else []) + self.judges
         self.header = ["file", "score"] + extra + [f"%{names[k]}" for k in names]
         score_width = len("-0.0000 (debug)" if debug else "-0.0000")
@@ -241,8 +257,8 @@ class ScoreTable:
                            + [f"{record['percentiles'][k]:.1f}" for k in self.names])
 
     def footer(self) -> str:
-        truth = ("\n# truth: the debug world's truth of the file (tunejury_align.debug.truth), which the debug "
-                 "reward is a learned proxy of") if self.debug else ""
+        truth = (f"\n# truth: {self.truth} of the file, which the debug reward is a learned proxy of"
+                 if self.debug else "")
         judged = ("\n# " + ", ".join(self.judges) + ": held-out judges' scores of the file (heads on the reward's own "
                   "features, or on their own encoders)") if self.judges else ""
         return ("# %<collection>: percentile among the published scores of that collection "

@@ -19,6 +19,8 @@ from .common import (
     printable,
     read_prompts,
     run_scorers,
+    truth_text,
+    world_truth,
 )
 from .progress import Progress, say
 
@@ -44,7 +46,6 @@ def add_parser(commands) -> None:
 
 def cmd_smc(args) -> int:
     from ..config import load_config
-    from ..debug import TRUTH_LABEL
     from ..generators import as_diffusion_generator
     from ..recipes.smc_run import run_smc
     from ..report import build_report
@@ -54,16 +55,17 @@ def cmd_smc(args) -> int:
     prompts = read_prompts(args)
     config = load_config(SMCConfig, args.config, args.overrides, particles=args.particles,
                          save_all=True if args.save_all else None)
+    truth = world_truth(args, config.world)
     processes = distributed_state()
     out = check_output_dir(args.out, is_main=processes.is_main)
     say(f"smc: {len(prompts)} prompt(s) x {config.particles} particle(s), potential {config.potential}, lambda "
         f"{config.temperature:g}, scored every {config.resample_every} step(s), generation options "
         f"{config.generation or '(defaults)'} -> {printable(out)}", processes.is_main)
     generator, reward = load_models(args, debug_default="debug-stable-audio", generation=config.generation,
-                                    processes=processes, wrap=as_diffusion_generator)
+                                    processes=processes, wrap=as_diffusion_generator, truth=truth)
     # 2. Run (resuming whatever the folder already holds).
     meta = run_meta("smc", config, prompts, generator, reward)
-    scorers = run_scorers(args, generator, reward, meta)
+    scorers = run_scorers(args, generator, reward, meta, truth)
     shard = len(range(processes.rank, len(prompts), processes.world_size))
     with Progress("smc", shard, "prompts", enabled=processes.is_main) as bar:
         summary = run_smc(generator, reward, prompts, config, out, meta, rank=processes.rank,
@@ -75,10 +77,10 @@ def cmd_smc(args) -> int:
         chosen, compute = summary["mean_chosen_reward"], summary["compute"]
         print(f"smc with {config.particles} particles over {len(prompts)} prompt(s){label} -> {printable(out)}")
         print(f"  mean chosen reward {chosen['mean']:.4f}  [{chosen['low']:.3f}, {chosen['high']:.3f}]")
-        truth = summary["extras"].get("truth")
-        if truth:
-            print(f"  truth of the chosen {truth['mean']:.4f}  [{truth['low']:.3f}, {truth['high']:.3f}]  "
-                  f"(the {TRUTH_LABEL}, tunejury_align.debug.truth; higher is better)")
+        chosen_truth = summary["extras"].get("truth")
+        if chosen_truth:
+            print(f"  truth of the chosen {chosen_truth['mean']:.4f}  [{chosen_truth['low']:.3f}, "
+                  f"{chosen_truth['high']:.3f}]  ({truth_text(scorers['truth'])}; higher is better)")
         print(f"  compute: {compute['generator_passes']} {compute['pass_unit']}, {compute['reward_calls']} reward "
               f"calls, generator {compute['generator_seconds']:.1f} s, reward {compute['encoder_seconds']:.1f} s")
         if "alarm" in summary:

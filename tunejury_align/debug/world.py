@@ -1,15 +1,18 @@
-"""Samples of the debug world: the debug generators' clips for a set of prompts and seeds, with the
-reward's features and the truth of each clip (what the debug reward and its judges are trained on,
-and what its accuracy is measured on)."""
+"""Samples of the debug world: the debug generators' clips for a set of prompts and seeds, with each encoder
+set's features and the truth of each clip (what the debug reward and its judges are trained on, and what
+their accuracy is measured on).
+
+Each clip is generated once and handed to every consumer that needs it (the reward's encoders, the judges'
+own encoders, the truth): generation costs about as much as one encoder pass, so a world whose heads read
+four encoder sets would otherwise generate its clips four times.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-
-from .truth import truth
 
 #: the generators whose samples the debug reward learns from
 WORLD_GENERATORS = ("debug-musicgen", "debug-stable-audio", "debug-audioldm2")
@@ -27,6 +30,9 @@ HELDOUT_PROMPTS = (
     "warm jazz piano", "epic techno anthem", "slow ambient guitar", "bright orchestral fanfare",
     "lofi funk drums", "dark rock ballad", "calm synth arpeggio", "upbeat brass band",
 )
+
+#: ``features(audio (B, C, T), sample_rate, prompts) -> (B, D)``: one encoder set's head inputs
+Features = Callable[[torch.Tensor, int, list[str]], torch.Tensor]
 
 
 @dataclass
@@ -53,31 +59,102 @@ class WorldSamples:
         return cls(data["features"], data["truths"], data["prompt_index"], list(data["generators"]),
                    [int(s) for s in data["seeds"]], list(data["prompts"]))
 
+    @classmethod
+    def concatenate(cls, parts: Sequence[WorldSamples]) -> WorldSamples:
+        """One sample set from several over the same prompts (e.g. one per generator)."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        return cls(torch.cat([p.features for p in parts]), torch.cat([p.truths for p in parts]),
+                   torch.cat([p.prompt_index for p in parts]), [g for p in parts for g in p.generators],
+                   [s for p in parts for s in p.seeds], list(parts[0].prompts))
 
-def world_samples(features: Callable[[torch.Tensor, int, list[str]], torch.Tensor], prompts: Sequence[str],
-                  seeds_per_prompt: int, first_seed: int, generators: Sequence[str] = WORLD_GENERATORS,
-                  progress: Callable[[str], None] | None = None) -> WorldSamples:
-    """Generate ``seeds_per_prompt`` clips per prompt with each debug generator (prompt ``i`` uses seeds
-    ``first_seed + 1000 i + s``), and compute ``features(audio, sample_rate, prompts)`` and the truth of
-    each clip. Deterministic: the same arguments give the same samples."""
+
+def prompt_seeds(index: int, seeds_per_prompt: int, first_seed: int) -> list[int]:
+    """The seeds of prompt ``index``: ``first_seed + 1000 index + s``."""
+    return [first_seed + 1000 * index + s for s in range(seeds_per_prompt)]
+
+
+#: clips per ``generate`` call when the world is built (measured: debug MusicGen's and AudioLDM 2's steps are
+#: overhead-bound and gain from batching across prompts; debug Stable Audio's memory-bound decoder from small batches)
+GENERATE_BATCH = {"debug-musicgen": 96, "debug-stable-audio": 2, "debug-audioldm2": 24}
+
+
+def generate_clips(generator_name: str, prompts: Sequence[str], seeds_per_prompt: int, first_seed: int,
+                   progress: Callable[[int], None] | None = None, indices: Sequence[int] | None = None,
+                   ) -> Iterator[tuple[int, list[int], torch.Tensor, int]]:
+    """``(prompt position, seeds, audio (S, C, T), sample rate)`` for each prompt, from the debug generator
+    ``generator_name``; prompt ``i`` uses the seeds :func:`prompt_seeds` of ``indices[i]`` (default ``i``), whatever
+    the batching (a candidate is a function of its prompt and seed). ``progress(1)`` after each prompt."""
     from ..generators import load_generator
 
-    rows: dict[str, list] = {"features": [], "truths": [], "prompt_index": [], "generators": [], "seeds": []}
-    for name in generators:
-        generator = load_generator(name)
-        for index, prompt in enumerate(prompts):
-            seeds = [first_seed + 1000 * index + s for s in range(seeds_per_prompt)]
-            audio = generator.generate([prompt] * len(seeds), seeds)
+    generator = load_generator(generator_name)
+    indices = list(range(len(prompts))) if indices is None else list(indices)
+    batch = max(GENERATE_BATCH.get(generator_name, seeds_per_prompt), 1)
+    per_call = max(1, batch // max(seeds_per_prompt, 1))
+    for start in range(0, len(prompts), per_call):
+        chunk = range(start, min(start + per_call, len(prompts)))
+        seeds = [prompt_seeds(indices[i], seeds_per_prompt, first_seed) for i in chunk]
+        audio = generator.generate([prompts[i] for i in chunk for _ in range(seeds_per_prompt)],
+                                   [s for row in seeds for s in row], max_batch_size=batch)
+        for offset, i in enumerate(chunk):
+            yield i, seeds[offset], audio[offset * seeds_per_prompt:(offset + 1) * seeds_per_prompt], generator.sample_rate
+            if progress is not None:
+                progress(1)
+
+
+@dataclass
+class ClipTable:
+    """Clips generated once and scored by several encoder sets and truths: ``features[name] (N, D)``,
+    ``truths[name] (N,)``, and each clip's prompt index, generator and seed."""
+
+    features: dict[str, torch.Tensor]
+    truths: dict[str, torch.Tensor]
+    prompt_index: torch.Tensor
+    generators: list[str]
+    seeds: list[int]
+    prompts: list[str]
+
+    def samples(self, features: str, truth: str) -> WorldSamples:
+        """One encoder set's features with one truth's values."""
+        return WorldSamples(self.features[features], self.truths[truth], self.prompt_index, list(self.generators),
+                            list(self.seeds), list(self.prompts))
+
+
+def clip_table(feature_sets: dict[str, Features], truths: dict[str, Callable], prompts: Sequence[str],
+               seeds_per_prompt: int, first_seed: int, generators: Sequence[str] = WORLD_GENERATORS,
+               progress: Callable[[str, int, int], None] | None = None) -> ClipTable:
+    """Generate ``seeds_per_prompt`` clips per prompt with each debug generator, once, and give every clip to
+    each of ``feature_sets`` (name -> features function) and ``truths`` (name -> truth). Deterministic: the same
+    arguments give the same table. ``progress(phase, 1, total)`` after each prompt."""
+    features = {name: [] for name in feature_sets}
+    values = {name: [] for name in truths}
+    prompt_index, names, all_seeds = [], [], []
+    for generator_name in generators:
+        phase = f"debug world: {generator_name} clips"
+        tick = (lambda advance, phase=phase: progress(phase, advance, len(prompts))) if progress else None
+        for index, seeds, audio, rate in generate_clips(generator_name, prompts, seeds_per_prompt, first_seed, tick):
+            texts = [prompts[index]] * len(seeds)
             with torch.no_grad():
-                rows["features"].append(features(audio, generator.sample_rate, [prompt] * len(seeds)).float().cpu())
-                rows["truths"].append(truth(audio, generator.sample_rate, prompt).float().cpu())
-            rows["prompt_index"] += [index] * len(seeds)
-            rows["generators"] += [name] * len(seeds)
-            rows["seeds"] += seeds
-        if progress is not None:
-            progress(name)
-    return WorldSamples(torch.cat(rows["features"]), torch.cat(rows["truths"]), torch.tensor(rows["prompt_index"]),
-                        rows["generators"], rows["seeds"], list(prompts))
+                for name, fn in feature_sets.items():
+                    features[name].append(fn(audio, rate, texts).float().cpu())
+                for name, fn in truths.items():
+                    values[name].append(fn(audio, rate, texts).float().cpu())
+            prompt_index += [index] * len(seeds)
+            names += [generator_name] * len(seeds)
+            all_seeds += seeds
+    return ClipTable({k: torch.cat(v) for k, v in features.items()}, {k: torch.cat(v) for k, v in values.items()},
+                     torch.tensor(prompt_index), names, all_seeds, list(prompts))
+
+
+def world_samples(features: Features, prompts: Sequence[str], seeds_per_prompt: int, first_seed: int,
+                  generators: Sequence[str] = WORLD_GENERATORS, truth: Callable | None = None,
+                  progress: Callable[[str, int, int], None] | None = None) -> WorldSamples:
+    """:func:`clip_table` for one encoder set (``features``) and one truth (default: the shipped one)."""
+    if truth is None:
+        from .truth import truth
+    table = clip_table({"features": features}, {"truth": truth}, prompts, seeds_per_prompt, first_seed, generators,
+                       progress)
+    return table.samples("features", "truth")
 
 
 def same_prompt_pairs(samples: WorldSamples, same_generator: bool = False) -> torch.Tensor:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..debug.worlds import WORLD_HELP, world_settings
 from ..generators import as_generator
 from ..generators.base import Generator
 from ..reward.judges import judge_names, judges_mean
@@ -53,6 +54,7 @@ class BestOfNConfig:
     bootstrap_seed: int = field(default=0, metadata={"help": "seed of the bootstrap resampling"})
     generation: dict = field(default_factory=dict, metadata={
         "help": "generator options (e.g. duration, top_k, temperature, guidance_scale, steps)"})
+    world: dict = field(default_factory=dict, metadata={"help": WORLD_HELP})
     prune: bool = field(default=False, metadata={
         "help": "MusicGen: early pruning (speculative rejection): score prefixes, stop the weakest streams"})
     prune_at: list = field(default_factory=lambda: [0.25], metadata={
@@ -67,6 +69,7 @@ class BestOfNConfig:
     lcb_k: float = field(default=1.0, metadata={"help": "the std multiplier of select=lcb"})
 
     def __post_init__(self):
+        self.world = world_settings(self.world)
         if self.n < 1 or self.candidates_per_batch < 1:
             raise ValueError("n and candidates_per_batch must be >= 1")
         points = list(self.prune_at)

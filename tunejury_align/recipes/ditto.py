@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from ..debug.worlds import WORLD_HELP, world_settings
 from ..generators import as_diffusion_generator
 from .best_of_n import reward_texts
 from .compute import Compute
@@ -67,8 +68,10 @@ class DittoConfig:
         "help": "text the reward sees: 'prompt', 'generation' (with the prefix) or 'empty'"})
     generation: dict = field(default_factory=dict, metadata={
         "help": "generator options (duration, guidance_scale, negative_prompt); the step count is sampler_steps"})
+    world: dict = field(default_factory=dict, metadata={"help": WORLD_HELP})
 
     def __post_init__(self):
+        self.world = world_settings(self.world)
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
         for key, value in PRESETS[self.preset].items():

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..debug.worlds import WORLD_HELP, world_settings
 from .best_of_n import REWARD_PROMPT_MODES
 
 LR_SCHEDULERS = ("constant", "linear", "cosine")
@@ -38,6 +39,7 @@ class ExpertIterConfig:
         "help": "samples of one prompt generated and scored together (the unit of resume)"})
     generation: dict = field(default_factory=dict, metadata={
         "help": "generator options (e.g. duration, top_k, temperature, guidance_scale, steps)"})
+    world: dict = field(default_factory=dict, metadata={"help": WORLD_HELP})
     threshold: float | None = field(default=None, metadata={"help": "filter: keep samples scoring >= threshold"})
     keep_top: float | None = field(default=None, metadata={
         "help": "filter: keep the global top fraction of the round's samples (0.1 if no filter is set)"})
@@ -73,6 +75,7 @@ class ExpertIterConfig:
     save_audio: bool = field(default=False, metadata={"help": "write every sample's audio (WAV)"})
 
     def __post_init__(self):
+        self.world = world_settings(self.world)
         filters = [name for name in ("threshold", "keep_top", "keep_per_prompt") if getattr(self, name) is not None]
         if not filters:
             self.keep_top = 0.1

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..debug.worlds import WORLD_HELP, world_settings
 from ..generators import as_diffusion_generator
 from .best_of_n import REWARD_PROMPT_MODES
 from .compute import Compute, total
@@ -66,8 +67,10 @@ class SMCConfig:
     reward_prompt: str = field(default="prompt", metadata={"help": f"text the reward sees: {REWARD_PROMPT_MODES}"})
     save_all: bool = field(default=False, metadata={"help": "write every final particle's audio, not only the chosen"})
     generation: dict = field(default_factory=dict, metadata={"help": "generator options (steps, duration, ...)"})
+    world: dict = field(default_factory=dict, metadata={"help": WORLD_HELP})
 
     def __post_init__(self):
+        self.world = world_settings(self.world)
         if self.particles < 1 or self.resample_every < 1:
             raise ValueError("particles and resample_every must be >= 1")
         if self.potential not in POTENTIALS:

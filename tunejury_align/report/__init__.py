@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..debug.worlds import recorded_truth
 from ..rundir import atomic_write_text, is_debug
 from .html import STYLE, ReportError, esc
 from .judges import alarm_banner
@@ -34,8 +35,8 @@ def build_report(run_dir: str | Path) -> Path:
     if command not in SECTIONS:
         raise ReportError(f"{run_dir}: unknown run type '{command}' (known: {sorted(SECTIONS)})")
     banner = ('<p class="debug">Debug world: tiny models whose reward is a learned proxy of a known truth '
-              "(<code>tunejury_align.debug.truth</code>), not of human preference; the truth is drawn beside the "
-              "reward, so gains and reward hacking can be seen.</p>") if is_debug(run) else ""
+              f"(<code>{esc(recorded_truth(run) or '')}</code>), not of human preference; the truth is drawn beside "
+              "the reward, so gains and reward hacking can be seen.</p>") if is_debug(run) else ""
     banner += alarm_banner(run_dir)
     body = SECTIONS[command](run_dir, run)
     title = f"{command} report: {run_dir.resolve().name}"

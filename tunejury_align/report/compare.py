@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..debug.worlds import recorded_truth
 from ..reward.metrics import mean_interval
 from ..rundir import atomic_write_json, atomic_write_text, is_debug
 from .html import STYLE, ReportError, esc
@@ -118,9 +119,13 @@ def compare(run_dirs: list[str | Path], out: str | Path) -> dict:
     for run_dir, run in runs:
         values = picks(run_dir, run)
         entries.append({"run": str(run_dir), "label": label_of(run, run_dir), "command": run["command"],
-                        "debug": is_debug(run), "compute": run.get("compute"),
+                        "debug": is_debug(run), "truth_name": recorded_truth(run), "compute": run.get("compute"),
                         **{name: mean_interval(v) for name, v in values.items()}})
-    result = {"prompts": len(prompts), "runs": entries}
+    truths = sorted({e["truth_name"] for e in entries if "truth" in e})
+    if len(truths) > 1:
+        raise ReportError(f"the runs record different debug-world truths ({'; '.join(truths)}): their truth values "
+                          "do not compare; compare runs of one world")
+    result = {"prompts": len(prompts), "truth": truths[0] if truths else None, "runs": entries}
     out = Path(out)
     base = out / "compare" if out.is_dir() else out.with_suffix("")
     atomic_write_json(base.with_suffix(".json"), result)
@@ -157,7 +162,7 @@ def page(result: dict) -> str:
                     f"<td>{c.get('reward_calls', '–')}</td><td>{c.get('generator_seconds', 0):.1f}</td>"
                     f"<td>{c.get('encoder_seconds', 0):.1f}</td><td>{training(c)}</td></tr>")
     debug = ('<p class="debug">Debug world: the reward is a learned proxy of a known truth '
-             "(<code>tunejury_align.debug.truth</code>).</p>") if any(e["debug"] for e in result["runs"]) else ""
+             f"(<code>{esc(result.get('truth') or '')}</code>).</p>") if any(e["debug"] for e in result["runs"]) else ""
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>align compare</title>'
             f"<style>{STYLE}</style></head><body><h1>Reward against compute, {result['prompts']} prompts</h1>{debug}"
             f'<div class="charts">{"".join(charts)}</div><table>{"".join(rows)}</table></body></html>\n')

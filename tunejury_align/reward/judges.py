@@ -41,19 +41,21 @@ logger = logging.getLogger(__name__)
 
 #: judge scores are recorded beside the reward under these names (``judge_<name>``)
 JUDGE_PREFIX = "judge_"
-#: the debug world's judges: leave-one-generator-out heads (other head and label seeds), trained like the
-#: debug reward on the quicker schedule (:mod:`tunejury_align.debug.proxy`); the ``debug-alt-*`` ones read
-#: other tiny encoders (``encoder_seed``), as TuneJury's MuQ head reads MuQ-MuLan's features instead of CLAP + MERT
+#: the debug world's judges: heads trained like the debug reward, with its schedule, on other head and label seeds,
+#: each leaving one of the world's three listener panels out (a panel compared a third of the training prompts:
+#: :mod:`tunejury_align.debug.proxy`), as TuneJury's leave-one-dataset-out heads each leave one dataset of votes
+#: out; the three ``debug-alt-*`` ones read one other set of tiny encoders of the same architectures, seeded apart
+#: (``encoder_seed``), as TuneJury's MuQ head reads MuQ-MuLan's features instead of CLAP + MERT: one encoder
+#: pass serves all three
+ALT_ENCODER_SEED = 101
 DEBUG_JUDGES = {
-    "debug-leave-musicgen": dict(head_seed=1, label_seed=1, leave_out="debug-musicgen"),
-    "debug-leave-stable-audio": dict(head_seed=2, label_seed=2, leave_out="debug-stable-audio"),
-    "debug-leave-audioldm2": dict(head_seed=3, label_seed=3, leave_out="debug-audioldm2"),
-    "debug-alt-leave-musicgen": dict(head_seed=101, label_seed=101, leave_out="debug-musicgen", encoder_seed=101),
-    "debug-alt-leave-stable-audio": dict(head_seed=102, label_seed=102, leave_out="debug-stable-audio",
-                                         encoder_seed=102),
-    "debug-alt-leave-audioldm2": dict(head_seed=103, label_seed=103, leave_out="debug-audioldm2", encoder_seed=103),
+    "debug-leave-a": dict(head_seed=1, label_seed=1, leave_out="a"),
+    "debug-leave-b": dict(head_seed=2, label_seed=2, leave_out="b"),
+    "debug-leave-c": dict(head_seed=3, label_seed=3, leave_out="c"),
+    "debug-alt-leave-a": dict(head_seed=101, label_seed=101, leave_out="a", encoder_seed=ALT_ENCODER_SEED),
+    "debug-alt-leave-b": dict(head_seed=102, label_seed=102, leave_out="b", encoder_seed=ALT_ENCODER_SEED),
+    "debug-alt-leave-c": dict(head_seed=103, label_seed=103, leave_out="c", encoder_seed=ALT_ENCODER_SEED),
 }
-DEBUG_JUDGE_SCHEDULE = dict(lr=5e-3, train_batch_size=1024, max_epochs=40)
 
 
 class JudgeError(ValueError):
@@ -68,7 +70,9 @@ class Judge:
     head: TuneJuryHead
     spec: HeadSpec
     source: str
-    model: Callable | None = None  # a whole reward with its own encoders (head included); None: the reward's
+    # the encoders it reads when they are not the reward's: a TuneJuryReward whose features feed this judge's head
+    # (shared by the judges that read the same encoders, so one encoder pass serves them); None: the reward's
+    model: Callable | None = None
 
     @property
     def own_encoders(self) -> bool:
@@ -84,22 +88,34 @@ def debug_judge_spec(name: str):
 
     if name not in DEBUG_JUDGES:
         raise JudgeError(f"unknown debug judge {name!r}; the debug judges are {sorted(DEBUG_JUDGES)}")
-    return ProxySpec(**DEBUG_JUDGES[name], **DEBUG_JUDGE_SCHEDULE)
+    return ProxySpec(**DEBUG_JUDGES[name])
 
 
-def _debug_judges(names: Sequence[str], reward) -> list[Judge]:
+def _debug_judges(names: Sequence[str], reward, progress=None) -> list[Judge]:
+    """The debug judges ``names``, learned from the truth of ``reward``'s world (built together: each debug
+    generator's clips are generated once for all the encoder sets the missing judges read)."""
     info = getattr(reward, "info", None)
-    if info is None or info.clap != "debug" or info.mert != "debug":
+    if info is None or info.clap != "debug" or info.mert != "debug" or not hasattr(reward, "world_truth"):
         raise JudgeError("debug judges read the debug reward's tiny encoders: use them with --reward debug, or give "
                          "real judge heads (owner/repo/FILE.pt, a local .pt file or a folder of them)")
-    from .model import debug_reward
+    from ..debug.proxy import build_heads
+    from .model import debug_encoders
+    from .tiny import seeded
 
+    truth = reward.world_truth
+    specs = {name: debug_judge_spec(name) for name in names}
+    models = {spec.encoder_seed: debug_encoders(spec.encoder_seed, truth=truth, name=f"debug-seed{spec.encoder_seed}")
+              for spec in specs.values() if spec.encoder_seed is not None}
+    encoders = {None: lambda: debug_encoders(None, truth=truth).features,  # float32, whatever the reward's dtype
+                **{seed: (lambda model=model: model.features) for seed, model in models.items()}}
+    states = build_heads(truth, specs, encoders, progress)
     judges = []
-    for name in names:
-        spec = debug_judge_spec(name)
-        model = debug_reward(proxy=spec)  # built like the debug reward (cached)
-        judges.append(Judge(name, model.head, HeadSpec(()), f"debug:{name}",
-                            model=None if spec.encoder_seed is None else model))
+    for name, spec in specs.items():
+        model = models.get(spec.encoder_seed)
+        with seeded(0):  # the weights are loaded next; the caller's RNG stays untouched
+            head = TuneJuryHead(HeadSpec(()).input_dim)
+        head.load_state_dict(states[name])
+        judges.append(Judge(name, head.eval(), HeadSpec(()), f"debug:{name}", model=model))
     return judges
 
 
@@ -128,13 +144,14 @@ def parse_judges(specs: str | Sequence[str] | None) -> list[str]:
     return [part.strip() for item in items for part in item.split(",") if part.strip()]
 
 
-def load_judges(specs: str | Sequence[str] | None, reward, device=None) -> list[Judge]:
+def load_judges(specs: str | Sequence[str] | None, reward, device=None, progress=None) -> list[Judge]:
     """The judges named by ``specs`` (see the module docstring), checked against ``reward``'s encoders and
-    moved to its device."""
+    moved to its device. ``progress(phase, advance, total, note)`` reports the debug judges' build."""
     judges: list[Judge] = []
     for spec in parse_judges(specs):
         if spec == "debug" or spec.startswith("debug:"):
-            judges += _debug_judges(list(DEBUG_JUDGES) if spec == "debug" else [spec[len("debug:"):]], reward)
+            judges += _debug_judges(list(DEBUG_JUDGES) if spec == "debug" else [spec[len("debug:"):]], reward,
+                                    progress)
             continue
         path = Path(spec).expanduser()
         if path.is_dir() and not (path / "tunejury.pt").is_file():
@@ -150,8 +167,9 @@ def load_judges(specs: str | Sequence[str] | None, reward, device=None) -> list[
                          "is recorded under its file stem, so give distinct files")
     for judge in judges:
         check_judge(judge, reward)
-        target = judge.model if judge.model is not None else judge.head
-        target.to(device or _device_of(reward)).float().eval().requires_grad_(False)
+        for target in (judge.head, judge.model):
+            if target is not None:
+                target.to(device or _device_of(reward)).float().eval().requires_grad_(False)
     return judges
 
 
@@ -181,17 +199,17 @@ def check_judge(judge: Judge, reward) -> None:
 def judge_scorers(reward, judges: Sequence[Judge]) -> dict[str, Callable]:
     """``{"judge_<name>": fn(audio, sample_rate, prompts) -> (B,)}``: scorers the recipes record beside the
     reward. Called right after the reward on the same audio tensor, they reuse its features (no encoder
-    pass); on other audio they compute them once for all the judges. A judge with its own encoders runs them
-    (one pass per call)."""
+    pass); on other audio they compute them once for all the judges. A judge with its own encoders runs them,
+    once per call for all the judges that share them (the first computes, the others reuse its features)."""
     def make(judge: Judge) -> Callable:
         def score(audio, sample_rate, prompts):
-            if judge.model is not None:
-                with torch.no_grad():
-                    return judge.model(audio.detach(), sample_rate, list(prompts)).float()
-            blocks = reward.cached_audio_blocks(audio, sample_rate, [b for b in judge.spec.blocks if b != "text"])
-            texts = reward.text_embeddings(list(prompts)) if "text" in judge.spec.blocks else None
-            features = torch.cat([blocks[b] if b != "text" else texts for b in judge.spec.blocks], dim=-1)
+            source = reward if judge.model is None else judge.model
+            if judge.model is None and not hasattr(reward, "cached_audio_blocks"):
+                raise JudgeError(f"judge {judge.name} reads TuneJury features: the reward must be a TuneJuryReward")
             with torch.no_grad():
+                blocks = source.cached_audio_blocks(audio, sample_rate, [b for b in judge.spec.blocks if b != "text"])
+                texts = source.text_embeddings(list(prompts)) if "text" in judge.spec.blocks else None
+                features = torch.cat([blocks[b] if b != "text" else texts for b in judge.spec.blocks], dim=-1)
                 return judge.head(features.to(next(judge.head.parameters()).device)).float()
         return score
 

@@ -42,9 +42,10 @@ class RewardInfo:
     mert: str | None
     protocol: str
     debug: bool
+    truth: str | None = None  # debug rewards: the truth of the world they are a proxy of
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {key: value for key, value in self.__dict__.items() if key != "truth" or value is not None}
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -259,25 +260,45 @@ def normalise_prompts(prompts, batch: int) -> list[str]:
 
 
 def debug_reward(protocol: str = "release", device=None, dtype=None, seed: int = DEBUG_SEED, proxy=None,
-                 progress=None) -> TuneJuryReward:
+                 progress=None, truth=None) -> TuneJuryReward:
     """The ``debug`` reward: the debug world's learned proxy of its truth (:mod:`tunejury_align.debug`).
 
-    Tiny seeded CLAP + MERT of the real architectures (:mod:`.debug`) and a head trained on noisy truth
-    comparisons of the debug generators' clips (:mod:`tunejury_align.debug.proxy`; ``proxy`` a
-    ``ProxySpec``, default: the debug reward's; judges use other seeds, some other encoders: ``encoder_seed``,
-    which ``seed`` must then equal or leave at its default). Offline; the first call builds
-    and caches the head (a minute or two on 2 cores), later calls load it."""
-    from ..debug.proxy import ProxySpec, proxy_head  # the debug world builds on this package
+    Tiny seeded CLAP + MERT of the real architectures (:mod:`.debug`) and a head trained on noisy comparisons of
+    the debug generators' clips by ``truth`` (a callable ``truth(audio (B, C, T), sample_rate, prompts) -> (B,)``,
+    a shipped truth's name, ``"package.module:function"``, or ``None``: the shipped default;
+    :mod:`tunejury_align.debug.proxy`; ``proxy`` a ``ProxySpec``, default: the debug reward's; judges use other
+    seeds, some other encoders: ``encoder_seed``, which ``seed`` must then equal or leave at its default). The
+    reward keeps its truth as ``world_truth`` (the judges of :func:`~.judges.load_judges` ``("debug", reward)``
+    learn the same one). Offline; the first call builds and caches the head (under a minute on 2 cores),
+    later calls load it; ``progress(phase, advance, total, note)`` reports the build."""
+    from ..debug.proxy import ProxySpec, build_heads  # the debug world builds on this package
+    from ..debug.worlds import resolve_truth
 
+    world_truth = resolve_truth(truth)
     spec = proxy if proxy is not None else ProxySpec(encoder_seed=None if seed == DEBUG_SEED else seed)
     if proxy is not None and seed != DEBUG_SEED and spec.encoder_seed != seed:
         raise ValueError(f"seed={seed} and proxy.encoder_seed={spec.encoder_seed} disagree: give the encoders' seed "
                          "as proxy.encoder_seed")
-    head, clap, mert = build_debug_components(DEBUG_SEED if spec.encoder_seed is None else spec.encoder_seed)
-    name = "debug" if proxy is None else f"debug-judge-{spec.head_seed}-{spec.label_seed}"
-    encoders = "debug" if spec.encoder_seed is None else f"debug-seed{spec.encoder_seed}"
-    info = RewardInfo(reward=name, checkpoint_sha256=None, clap=encoders, mert=encoders, protocol=protocol, debug=True)
-    reward = TuneJuryReward(head, HeadSpec(()), clap, mert, info=info, protocol="release")
-    reward.head.load_state_dict(proxy_head(reward.features, spec, progress))  # trained on release features
+    reward = debug_encoders(spec.encoder_seed, protocol="release", truth=world_truth,
+                            name="debug" if proxy is None else f"debug-judge-{spec.head_seed}-{spec.label_seed}")
+    state = build_heads(world_truth, {reward.info.reward: spec}, {spec.encoder_seed: lambda: reward.features},
+                        progress)[reward.info.reward]
+    reward.head.load_state_dict(state)  # trained on release features
     reward.protocol = protocol
     return reward.to(device=device, dtype=dtype) if (device or dtype) else reward
+
+
+def debug_encoders(encoder_seed: int | None = None, *, protocol: str = "release", truth=None,
+                   name: str = "debug") -> TuneJuryReward:
+    """A debug reward's tiny encoders (``encoder_seed``: ``None`` for the debug reward's own, else a judge's) with
+    an untrained head, in float32 on the CPU: what the debug world's features are computed with."""
+    from ..debug.worlds import resolve_truth, truth_label
+
+    world_truth = resolve_truth(truth)
+    head, clap, mert = build_debug_components(DEBUG_SEED if encoder_seed is None else encoder_seed)
+    encoders = "debug" if encoder_seed is None else f"debug-seed{encoder_seed}"
+    info = RewardInfo(reward=name, checkpoint_sha256=None, clap=encoders, mert=encoders, protocol=protocol, debug=True,
+                      truth=truth_label(world_truth))
+    reward = TuneJuryReward(head, HeadSpec(()), clap, mert, info=info, protocol=protocol)
+    reward.world_truth = world_truth
+    return reward
