@@ -167,7 +167,8 @@ def test_gradient_accumulation_takes_the_same_step():
         return {k: v.clone() for k, v in trainer.parameters_to_train().items()}
 
     one, two = train(1), train(2)
-    assert_same_weights(one, two, atol=1e-6)
+    scale = max(float(v.abs().max()) for v in one.values())  # the debug LM's code embeddings reach ~17
+    assert_same_weights(one, two, atol=1e-6 * max(scale, 1.0))  # equal to float rounding
     base = debug_musicgen().model.state_dict()
     assert any(not torch.equal(base[k], one[k]) for k in one)
 

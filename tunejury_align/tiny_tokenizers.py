@@ -50,12 +50,21 @@ def tiny_roberta_tokenizer(vocab_size: int = 300):
     return RobertaTokenizer(vocab=saved["vocab"], merges=merges)
 
 
+#: the single characters every tiny Unigram tokenizer holds, so that any prompt of them (words it has never seen
+#: included) becomes a sequence of its own, as sentencepiece's character pieces make of any text
+CHARACTERS = ("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ.,;:!?'\"-_/&()+%#@*"
+              "\u00e0\u00e1\u00e2\u00e4\u00e7\u00e8\u00e9\u00ea\u00eb\u00ed\u00ee\u00ef\u00f1\u00f3"
+              "\u00f4\u00f6\u00fa\u00fb\u00fc\u00df")
+
+
 def tiny_t5_tokenizer(words: list[str], space_score: float, max_length: int):
-    """A Unigram ``T5Tokenizer`` from a word list (no sentencepiece file): whole words, then letters."""
+    """A Unigram ``T5Tokenizer`` from a word list (no sentencepiece file): whole words, then single characters
+    (:data:`CHARACTERS`: letters of both cases, digits, punctuation, common accented letters), so that a word it
+    does not hold is spelled out rather than lost."""
     from transformers import T5Tokenizer
 
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", space_score)]
-    pieces += [("\u2581" + w, -1.0) for w in words] + [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    pieces += [("\u2581" + w, -1.0) for w in words] + [(c, -5.0) for c in CHARACTERS]
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=max_length)
 
 

@@ -297,7 +297,7 @@ class AudioLDM2Generator:
         return inputs_embeds[:, -max_new_tokens:, :]
 
 
-def tiny_audioldm2(seed: int = 0):
+def tiny_audioldm2(seed: int = 0, vocoder_channels: int = 32):
     """A tiny random ``AudioLDM2Pipeline`` of the real architecture, built in-process without the hub.
 
     It has a CLAP text+audio model, a T5 encoder, a GPT2Model (the class the cvssp checkpoints hold),
@@ -339,7 +339,7 @@ def tiny_audioldm2(seed: int = 0):
     audio_config = ClapAudioConfig(spec_size=64, window_size=4, num_mel_bins=64, intermediate_size=37, depths=[2, 2],
                                    num_attention_heads=[2, 2], num_hidden_layers=2, hidden_size=192, projection_dim=16,
                                    patch_size=2, patch_stride=2, patch_embed_input_channels=4, layer_norm_eps=1e-5)
-    vocoder_config = SpeechT5HifiGanConfig(model_in_dim=16, sampling_rate=16_000, upsample_initial_channel=32,
+    vocoder_config = SpeechT5HifiGanConfig(model_in_dim=16, sampling_rate=16_000, upsample_initial_channel=vocoder_channels,
                                            upsample_rates=[8, 5, 4], upsample_kernel_sizes=[16, 10, 8],
                                            resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]],
                                            normalize_before=False)
@@ -379,7 +379,7 @@ def debug_audioldm2(seed: int = 0) -> AudioLDM2Generator:
     of audio by default."""
     from .voicing import voice_hifigan
 
-    pipe = tiny_audioldm2(seed)
+    pipe = tiny_audioldm2(seed, vocoder_channels=64)  # two channels a path at the last stage (push-pull voicing)
     with torch.no_grad():
         for module in pipe.vae.decoder.modules():
             if isinstance(module, torch.nn.Conv2d) and module.bias is not None:

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from ..hub import ModelNotFoundError
-from ..tiny_tokenizers import tiny_word_tokenizer, words_of
+from ..tiny_tokenizers import tiny_t5_tokenizer, words_of
 from .base import Family, Trainer, check_generated, check_request, item_generators, library_versions
 
 
@@ -247,7 +247,8 @@ def tiny_musicgen(seed: int = 0, decoder_width: int = 32):
     without the hub."""
     from transformers import EncodecConfig, MusicgenDecoderConfig, T5Config
 
-    tokenizer = tiny_word_tokenizer(words_of(_TINY_VOCAB_TEXT))
+    # musicgen's tokenizer is t5-base's (sentencepiece, 512 tokens); a Unigram one spells out words it lacks
+    tokenizer = tiny_t5_tokenizer(words_of(_TINY_VOCAB_TEXT), space_score=-2.0, max_length=512)
     text = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
                     decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
     audio = EncodecConfig(sampling_rate=32_000, audio_channels=1, hidden_size=32, num_filters=4,
@@ -325,7 +326,7 @@ def debug_musicgen(seed: int = 0) -> MusicGenGenerator:
     sticky_musicgen_lm(model)
     voice_encodec_decoder(model.audio_encoder.decoder, frame_rate=model.config.audio_encoder.frame_rate, gain=0.15)
     return MusicGenGenerator(model, tokenizer, name="debug-musicgen", is_debug=True,
-                             default_options={"duration": 2.0})
+                             default_options={"duration": 2.0, "top_k": 8})
 
 
 class MusicGenTrainer(Trainer):
