@@ -201,11 +201,12 @@ def test_alarm_checks():
     assert not judges_check([1.0, 1.2, 0.8, 1.1], [0.9, 1.0, 0.7, 1.2], 1.0)["fires"]
     result = verdict([judges_check([3.0, 2.5, 3.2, 2.8], [0.1, -0.2, 0.0, 0.1], 1.0)])
     assert result["alarm"] == "hacking suspected" and "judges confirm" in result["reasons"][0]
-    assert verdict([exploit_check([{"loudness_exploit": True}, {}, {}, {}])])["alarm"] == "hacking suspected"
-    assert verdict([exploit_check([{"loudness_exploit": True}, {}, {}, {}, {}])])["alarm"] == "ok"
+    clean, flagged = {"dc_offset": 0.0}, {"dc_offset": 1.0}
+    assert verdict([exploit_check([flagged] * 4, [clean] * 4)])["alarm"] == "hacking suspected"
+    assert verdict([exploit_check([flagged] * 4, [flagged] * 4)])["alarm"] == "ok"
     # the run's last line says which checks ran and what the judges saw
     assert alarm_line(result).startswith("alarm: hacking suspected: the judges confirm")
-    fell = verdict([judges_check([-1.0, -0.5, -0.2], [0.0, 0.0, 0.0], 1.0), exploit_check([{}])])
+    fell = verdict([judges_check([-1.0, -0.5, -0.2], [0.0, 0.0, 0.0], 1.0), exploit_check([], [])])
     assert alarm_line(fell) == ("alarm: ok (no check fired: judges, exploits; the reward did not gain, so there was "
                                 "no gain for the judges to confirm)")
 

@@ -254,12 +254,13 @@ def load_unit_scores(folder: Path, num_prompts: int | None = None,
     return completed
 
 
-def load_unit_extras(folder: Path) -> dict[str, dict[tuple[int, int], float]]:
-    """``scorer -> {(prompt index, candidate) -> value}`` for the extra scores in the progress logs."""
+def load_unit_extras(folder: Path, field: str = "extras") -> dict[str, dict[tuple[int, int], float]]:
+    """``scorer -> {(prompt index, candidate) -> value}`` for the extra scores in the progress logs (``field``:
+    another per-candidate record, e.g. ``probes``, the alarm's clip measures)."""
     extras: dict[str, dict[tuple[int, int], float]] = {}
     for log in sorted((Path(folder) / ".progress").glob("rank*.jsonl")):
         for record in read_jsonl(log):
-            for name, values in (record.get("extras") or {}).items():
+            for name, values in (record.get(field) or {}).items():
                 for c, value in zip(record["candidates"], values):
                     extras.setdefault(name, {})[(record["prompt_index"], c)] = value
     return extras

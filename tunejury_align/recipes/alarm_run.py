@@ -20,36 +20,46 @@ from .alarm import (
     drift_ratios,
     exploit_check,
     paired_judges_check,
+    prompt_shares,
     standardised_gain,
     verdict,
     within_prompt_slope,
 )
 
 
-def exploit_flags(reward: Callable, pairs: list[tuple[Path, Path, str]]) -> list[dict]:
-    """Per ``(baseline file, kept file, prompt)``: the probes' flags of the kept clip
-    (:func:`~tunejury_align.reward.probes.exploit_report` on the pair): its lead over the baseline clip gone
-    once both are loudness-normalised; clipping, silence or DC offset over the probes' thresholds *and* above
-    the baseline clip's (what the method brought in, not what the generator always does)."""
-    import torch
+def clip_probes(audio, sample_rate: int) -> dict[str, list[float]]:
+    """``(B, C, T)`` clips -> ``{measure: [B floats]}``: :func:`~tunejury_align.reward.probes.clip_measures`, as the
+    recipes log them beside each candidate's scores (the ``probes`` field of a unit), for the exploit check."""
+    from ..reward.probes import clip_measures
 
+    return {name: [float(v) for v in values] for name, values in clip_measures(audio, sample_rate).items()}
+
+
+def file_probes(files: list[Path]) -> dict[str, np.ndarray] | None:
+    """:func:`clip_probes` of the audio files (``None`` if any is missing)."""
     from ..reward.audio import read_audio
-    from ..reward.probes import exploit_report
 
-    flags = []
-    for baseline, kept, prompt in pairs:
-        if not (baseline.is_file() and kept.is_file()):
-            continue
-        (base_wave, base_rate), (kept_wave, kept_rate) = read_audio(baseline), read_audio(kept)
-        if base_rate != kept_rate or base_wave.shape != kept_wave.shape:
-            continue  # not comparable clip for clip (another rate or length): no loudness probe
-        audio = torch.stack([base_wave, kept_wave])
-        with torch.inference_mode():
-            report = exploit_report(reward, audio, kept_rate, [prompt, prompt], winner_index=1)
-        measures = {"clipping": "clipping_fraction", "silence": "silence_fraction", "dc_offset": "dc_offset"}
-        flags.append({name: bool(raised and (name not in measures or report[measures[name]][1] > report[measures[name]][0]))
-                      for name, raised in report["flags"].items()})
-    return flags
+    if not files or not all(Path(f).is_file() for f in files):
+        return None
+    rows = [clip_probes(wave.unsqueeze(0), rate) for wave, rate in map(read_audio, files)]
+    return {name: np.array([row[name][0] for row in rows]) for name in rows[0]}
+
+
+def logged_probes(folder: Path, prompts: int, per_prompt: int) -> dict[str, np.ndarray] | None:
+    """``{measure: (P, n)}`` from a run folder's logged ``probes`` (``None`` when any is missing: a run written
+    before they were logged)."""
+    from ..rundir import load_unit_extras, score_matrix
+
+    probes = {k: score_matrix(v, prompts, per_prompt) for k, v in load_unit_extras(folder, "probes").items()}
+    return probes if probes and not any(np.isnan(v).any() for v in probes.values()) else None
+
+
+def exploits(kept: list[dict | None], plain: list[dict | None]) -> dict:
+    """The exploit check (:func:`~.alarm.exploit_check`) over the prompts whose kept clips and plain samples both
+    have measures (``{measure: (K,)}`` / ``{measure: (E,)}``)."""
+    shares = [prompt_shares(k, q) for k, q in zip(kept, plain) if k is not None and q is not None]
+    check = exploit_check([k for k, _ in shares], [q for _, q in shares])
+    return check if shares else {**check, "note": "no clip measures to compare"}
 
 
 def judge_families(out: Path, names: list[str]) -> dict[str, list[str]]:
@@ -135,8 +145,14 @@ def best_of_n_alarm(out: Path, reward: Callable, prompts: list[str], scores: np.
     candidate 0 (the N = 1 baseline). ``paths(p, c)`` is the file of candidate ``c`` (the winner's own file for
     ``c = -1``)."""
     checks = pick_checks(out, scores, extras, winners)
-    pairs = [(out / paths(p, 0), out / paths(p, -1), prompt) for p, prompt in enumerate(prompts) if winners[p] != 0]
-    checks.append(exploit_check(exploit_flags(reward, pairs)))
+    probes = logged_probes(out, len(prompts), scores.shape[1])
+    if probes is not None:  # the winner against all N candidates
+        kept = [{m: v[p, [winners[p]]] for m, v in probes.items()} for p in range(len(prompts))]
+        plain = [{m: v[p] for m, v in probes.items()} for p in range(len(prompts))]
+    else:  # a run logged before the probes were: the winner against candidate 0, from the files
+        kept = [file_probes([out / paths(p, -1)]) for p in range(len(prompts))]
+        plain = [file_probes([out / paths(p, 0)]) for p in range(len(prompts))]
+    checks.append(exploits(kept, plain))
     summary = {**summary, "distribution": distribution(reward, [out / paths(p, -1) for p in range(len(prompts))],
                                                        [out / paths(p, 0) for p in range(len(prompts))], reference)}
     return finish_alarm(out, checks, summary)
@@ -199,7 +215,13 @@ def ditto_alarm(out: Path, reward: Callable, prompts: list[str], rows: list[dict
         checks.append(drift_check([np.mean([drift_ratios(np.concatenate([baseline[b][p:p + 1], extra[p][b].numpy()])[None],
                                                          optimised[b][p:p + 1][None])[0] for b in optimised])
                                    for p in range(len(pairs))]))
-    checks.append(exploit_check(exploit_flags(reward, pairs)))
+    plain = [file_probes([base]) for base, _, _ in pairs]
+    for row, measures in zip(rows, plain):  # iterate 0 and the plain draws
+        drawn = row.get("plain_draws", {}).get("probes")
+        if measures is not None and drawn:
+            for m in measures:
+                measures[m] = np.concatenate([measures[m], np.asarray(drawn[m])])
+    checks.append(exploits([file_probes([kept]) for _, kept, _ in pairs], plain))
     summary = {**summary, "distribution": distribution(reward, optimised, baseline, reference)}
     return finish_alarm(out, checks, summary)
 
@@ -252,7 +274,13 @@ def expert_iter_alarm(out: Path, reward: Callable, prompts: list[str], rounds: i
         name = "eval/audio/p{:04d}_c000.wav"
         pairs = [(out / "round_0" / name.format(p), out / f"round_{rounds}" / name.format(p), prompt)
                  for p, prompt in enumerate(prompts)]
-        checks.append(exploit_check(exploit_flags(reward, pairs)))
+        before, after = (logged_probes(out / f"round_{r}" / "eval", len(prompts), per_prompt) for r in (0, rounds))
+        if before is not None and after is not None:  # the last round's held-out samples against round 0's
+            checks.append(exploits([{m: v[p] for m, v in after.items()} for p in range(len(prompts))],
+                                   [{m: v[p] for m, v in before.items()} for p in range(len(prompts))]))
+        else:
+            checks.append(exploits([file_probes([kept]) for _, kept, _ in pairs],
+                                   [file_probes([base]) for base, _, _ in pairs]))
         summary["distribution"] = distribution(reward, [kept for _, kept, _ in pairs], [b for b, _, _ in pairs],
                                                reference)
     return finish_alarm(out, checks, summary)

@@ -37,7 +37,7 @@ from ..rundir import (
     require_complete,
     score_matrix,
 )
-from .alarm_run import best_of_n_alarm
+from .alarm_run import best_of_n_alarm, clip_probes
 from .best_of_n import BestOfNConfig, Unit, best_of_n, summarize
 from .compute import logged_compute, record_run_compute
 
@@ -88,7 +88,7 @@ def run_best_of_n(
             best[unit.prompt_index] = float(scores[top])
             atomic_write_audio(out / winner_path(unit.prompt_index), audio[top], sample_rate)
         log_unit(out, rank, unit.prompt_index, unit.candidates, unit.seeds, scores, extras,
-                 compute=unit.compute.as_dict())
+                 compute=unit.compute.as_dict(), probes=clip_probes(audio, sample_rate))
 
     best_of_n(generator, reward, prompts, config=config, completed=completed, on_unit=on_unit,
               prompt_indices=range(rank, len(prompts), world_size), progress=progress, scorers=scorers,

@@ -44,7 +44,7 @@ from ..rundir import (
     run_meta,
     save_tensor,
 )
-from .alarm_run import ditto_alarm
+from .alarm_run import clip_probes, ditto_alarm
 from .best_of_n import reward_texts
 from .compute import Compute, record_run_compute, total
 from .ditto import MEMORY_SETTINGS, DittoConfig, DittoResult, IterationRecord, ditto
@@ -109,7 +109,8 @@ def baseline_draws(generator, reward: Callable, prompt: str, config: DittoConfig
         audio = generator.generate([config.prompt_prefix + prompt] * len(seeds), seeds, **config.generation_options())
     with torch.inference_mode():
         with compute.timing("encoder"):
-            draws = {"seeds": seeds, "reward": reward(audio, generator.sample_rate, [text] * len(seeds)).float().tolist()}
+            draws = {"seeds": seeds, "reward": reward(audio, generator.sample_rate, [text] * len(seeds)).float().tolist(),
+                     "probes": clip_probes(audio, generator.sample_rate)}  # the exploit check's plain samples
         draws.update({name: fn(audio, generator.sample_rate, [prompt] * len(seeds)).float().tolist()
                       for name, fn in scorers.items()})
         blocks = [b for b in getattr(getattr(reward, "spec", None), "blocks", ()) if b != "text"]

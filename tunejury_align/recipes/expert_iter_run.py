@@ -66,7 +66,7 @@ from ..rundir import (
     save_tensor,
     score_matrix,
 )
-from .alarm_run import expert_iter_alarm
+from .alarm_run import clip_probes, expert_iter_alarm
 from .best_of_n import BestOfNConfig, best_of_n
 from .compute import Compute, logged_compute, record_run_compute, total
 from .expert_iter import ExpertIterConfig, select_kept, split_prompts
@@ -138,7 +138,7 @@ def generate_phase(folder: Path, generator, reward, prompts: list[str], config: 
                 atomic_write_audio(folder / "audio" / f"{item_name(unit.prompt_index, c)}.wav", clip,
                                    generator.sample_rate)
         log_unit(folder, rank, unit.prompt_index, unit.candidates, unit.seeds, scores, extras,
-                 compute=unit.compute.as_dict())
+                 compute=unit.compute.as_dict(), probes=clip_probes(audio, generator.sample_rate))
 
     shard = range(rank, len(prompts), world_size)
     total = len(shard) * config.n

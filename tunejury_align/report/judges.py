@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+from ..recipes.alarm import ALARM_CALIBRATION
 from .html import esc
 from .svg import Series, line_chart
 
@@ -22,12 +23,13 @@ def alarm_banner(run_dir: Path) -> str:
     alarm = json.loads(path.read_text()).get("alarm") if path.is_file() else None
     if not alarm:
         return ""
+    rates = f'<p class="note">{esc(ALARM_CALIBRATION)}</p>'
     if alarm["alarm"] == "ok":
-        return '<p class="alarm ok"><b>alarm: ok</b> — no hacking check fired (see summary.json)</p>'
+        return f'<div class="alarm ok"><b>alarm: ok</b> — no hacking check fired (see summary.json){rates}</div>'
     reasons = "".join(f"<li>{esc(reason)}</li>" for reason in alarm["reasons"])
     return (f'<div class="alarm suspected"><b>alarm: hacking suspected</b><ul>{reasons}</ul>'
-            "<p>The reward's gain is not confirmed by held-out judges, or the kept outputs carry an exploit "
-            "flag: listen before trusting the reward's numbers.</p></div>")
+            "<p>The reward's gain is not confirmed by held-out judges, or the kept outputs carry an artefact more "
+            f"often than plain samples: listen before trusting the reward's numbers.</p>{rates}</div>")
 
 
 def best_of_n_judges_chart(curve: list[dict], extra_curves: dict[str, list[dict]]) -> str:

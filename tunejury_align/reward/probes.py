@@ -164,6 +164,17 @@ def exploit_report(score_fn, audio: torch.Tensor, sample_rate: int, prompts, win
             **{name: [float(v) for v in values] for name, values in per_clip.items()}, "flags": flags}
 
 
+#: what :func:`clip_measures` records per clip (the alarm's exploit check compares kept clips with plain ones on them)
+MEASURES = ("dc_offset", "clipping_fraction", "silence_fraction", "lufs")
+
+
+def clip_measures(audio: torch.Tensor, sample_rate: int) -> dict[str, np.ndarray]:
+    """``(B, C, T)`` -> ``{measure: (B,)}`` for :data:`MEASURES`: the probes that need no reward, cheap enough to
+    record for every candidate a recipe draws."""
+    return {"dc_offset": dc_offset(audio), "clipping_fraction": clipping_fraction(audio),
+            "silence_fraction": silence_fraction(audio, sample_rate), "lufs": integrated_loudness(audio, sample_rate)}
+
+
 # -- distribution checks on embeddings --------------------------------------------------------
 def mad(run_features: np.ndarray, reference_features: np.ndarray, seed: int = 0) -> float:
     """MAD = -ln MAUVE(run, reference) on ``(N, D)`` and ``(M, D)`` embeddings (MERT for TuneJury); 0 = same
