@@ -267,7 +267,7 @@ def prompt_mixing(pipe, gain: float, sharpness: float = 2.0, seed: int = 0) -> N
     ``|u|`` times a rotation) and ``u`` is a unit 4-vector read from the prompt's tokens by cross-attention, centred
     on the mean over :data:`REFERENCE_PROMPTS`. ``M^2 = 0``, so the sampler's steps add up ``M``'s effect instead
     of compounding it (a rotation of all channels compounded to its own powers, the identity among them, which
-    every prompt shares); the decoder plays the source channels 20 dB down.
+    every prompt shares).
 
     Why: a tiny random DiT adds a prompt term that does not depend on the noise (measured: raising its weight
     raised the correlation of one prompt's clips across seeds as fast as it lowered that of one seed's clips
