@@ -52,17 +52,10 @@ def mean_correlation(waves: np.ndarray, pairs) -> float:
 def exploit_flags(audio: torch.Tensor, sample_rate: int) -> dict[str, np.ndarray]:
     """Per clip, the probes' own flags that need no reward: ``{"dc_offset", "clipping", "silence"}`` -> ``(B,)``
     bools."""
-    from ..reward.probes import (
-        CLIPPING_FLAG,
-        DC_OFFSET_FLAG,
-        SILENCE_FLAG,
-        clipping_fraction,
-        dc_offset,
-        silence_fraction,
-    )
+    from ..reward.probes import clipping_fraction, dc_offset, silence_fraction, threshold_flags
 
-    return {"dc_offset": dc_offset(audio) > DC_OFFSET_FLAG, "clipping": clipping_fraction(audio) > CLIPPING_FLAG,
-            "silence": silence_fraction(audio, sample_rate) > SILENCE_FLAG}
+    return threshold_flags({"dc_offset": dc_offset(audio), "clipping_fraction": clipping_fraction(audio),
+                            "silence_fraction": silence_fraction(audio, sample_rate)})
 
 
 def hearing_table(audio: torch.Tensor, sample_rate: int, prompts: int, seeds: int) -> dict:

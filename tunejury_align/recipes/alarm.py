@@ -166,11 +166,9 @@ def artefacts(measures: dict, plain_lufs=None) -> dict[str, np.ndarray]:
     """``{artefact: (K,) bools}`` of clips with :func:`~tunejury_align.reward.probes.clip_measures` ``measures``;
     ``plain_lufs``: the prompt's plain samples' loudness, for ``loudness`` (left out below
     :data:`MIN_PLAIN_FOR_LOUDNESS` of them)."""
-    from ..reward.probes import CLIPPING_FLAG, DC_OFFSET_FLAG, SILENCE_FLAG
+    from ..reward.probes import threshold_flags
 
-    flags = {"dc_offset": np.asarray(measures["dc_offset"]) > DC_OFFSET_FLAG,
-             "clipping": np.asarray(measures["clipping_fraction"]) > CLIPPING_FLAG,
-             "silence": np.asarray(measures["silence_fraction"]) > SILENCE_FLAG}
+    flags = threshold_flags(measures)
     if plain_lufs is not None and len(plain_lufs) >= MIN_PLAIN_FOR_LOUDNESS:
         flags["loudness"] = np.asarray(measures["lufs"]) > np.quantile(np.asarray(plain_lufs), LOUD_QUANTILE)
     return flags

@@ -175,6 +175,14 @@ def clip_measures(audio: torch.Tensor, sample_rate: int) -> dict[str, np.ndarray
             "silence_fraction": silence_fraction(audio, sample_rate), "lufs": integrated_loudness(audio, sample_rate)}
 
 
+def threshold_flags(measures: dict) -> dict[str, np.ndarray]:
+    """``{"dc_offset", "clipping", "silence"}`` -> ``(K,)`` bools: :func:`clip_measures` ``measures`` over the probes'
+    own thresholds (:data:`DC_OFFSET_FLAG`, :data:`CLIPPING_FLAG`, :data:`SILENCE_FLAG`)."""
+    return {"dc_offset": np.asarray(measures["dc_offset"]) > DC_OFFSET_FLAG,
+            "clipping": np.asarray(measures["clipping_fraction"]) > CLIPPING_FLAG,
+            "silence": np.asarray(measures["silence_fraction"]) > SILENCE_FLAG}
+
+
 # -- distribution checks on embeddings --------------------------------------------------------
 def mad(run_features: np.ndarray, reference_features: np.ndarray, seed: int = 0) -> float:
     """MAD = -ln MAUVE(run, reference) on ``(N, D)`` and ``(M, D)`` embeddings (MERT for TuneJury); 0 = same
